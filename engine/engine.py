@@ -1,0 +1,247 @@
+"""The Engine: the one API through which the service reads and writes progress trees.
+
+    apply(updates)  validate, then one pipelined round trip: index the trees
+                    in their namespaces and run apply_updates.lua (rollup)
+    read(key, ...)  the node and its loaded subtree (see read.py)
+    delete(key)     detach a subtree atomically, then free it in chunks
+    collect_garbage free detached subtrees left by deletes (bounded calls)
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import orjson
+
+from .errors import InvalidUpdate, NotFound, ProgressError, StorageUnavailable
+from .keys import RedisKeys, check_key, namespace_chain, tree_root
+from .limits import Limits
+from .read import TreeReader
+from .scripts import Scripts, pack, unpack
+from .updates import bad, encode_update
+
+APPLIED = "applied"
+STALE = "stale"  # ignored: its ts is older than the node's last applied ts
+
+
+@dataclass
+class ApplyResult:
+    """What one apply() did.
+
+    results  one entry per input update, in input order: APPLIED, STALE, or
+             the InvalidUpdate that refused it
+    changed  (key, JSON object bytes) of every node whose state changed,
+             ancestors first within each tree: what live feeds publish
+    now      the server time (ms) the batch was applied at
+    """
+
+    results: list
+    changed: list[tuple[str, bytes]]
+    now: int
+
+    def node(self, key: str) -> dict | None:
+        """The new state of *key* if it changed in this batch."""
+        for k, js in reversed(self.changed):
+            if k == key:
+                return orjson.loads(js)
+        return None
+
+
+@dataclass
+class DeleteResult:
+    key: str
+    changed: list[tuple[str, bytes]] = field(default_factory=list)
+    now: int = 0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Engine:
+    """Progress trees in one Redis (a ``redis.asyncio.Redis`` with bytes replies).
+
+    prefix                keeps deployments sharing one Redis apart
+    eta_window_ms         time constant of the progress-rate average behind eta
+    max_updates_per_call  bounds the work (and the Redis stall) of one script call
+    one_tree_per_call     group calls by hash slot, as Redis Cluster needs;
+                          a single Redis may take many trees per call
+    """
+
+    def __init__(
+        self,
+        redis,
+        prefix: str = "progress",
+        limits: Limits | None = None,
+        eta_window_ms: int = 120_000,
+        max_updates_per_call: int = 2000,
+        one_tree_per_call: bool = False,
+        gc_budget: int = 1000,
+    ) -> None:
+        self.redis = redis
+        self.keys = RedisKeys(prefix)
+        self.limits = limits or Limits()
+        self.eta_window_ms = eta_window_ms
+        self.max_updates_per_call = max_updates_per_call
+        self.one_tree_per_call = one_tree_per_call
+        self.gc_budget = gc_budget
+        self.scripts = Scripts()
+        self.reader = TreeReader(self)
+
+    async def start(self) -> None:
+        await self.scripts.load(self.redis)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except Exception:
+            return False
+
+    # -- writing -------------------------------------------------------------
+
+    async def apply(self, updates: Iterable[tuple[str, Mapping]]) -> ApplyResult:
+        """Validate and apply a batch of (key, fields) in one round trip.
+
+        Each update is validated on its own: a bad one gets its error in
+        ``results`` and the others still apply.  Raises StorageUnavailable
+        when Redis cannot be reached (then nothing may have been applied,
+        or part of it: updates set values, so the caller can retry).
+        """
+        now = now_ms()
+        results: list = []
+        trees: dict[str, list] = {}
+        for i, (key, fields) in enumerate(updates):
+            try:
+                root, enc = encode_update(key, fields, self.limits)
+            except InvalidUpdate as e:
+                results.append(e)
+                continue
+            results.append(None)
+            trees.setdefault(root, []).append((i, enc))
+        if not trees:
+            return ApplyResult(results, [], now)
+
+        calls, positions = self._index_calls(trees, now), []
+        n_index = len(calls)
+        for group in self._group(trees):
+            keys, packed, pos = [], [], []
+            for root in group:
+                entry = []
+                for i, enc in trees[root]:
+                    pos.append(i)
+                    entry.append([len(pos), *enc])
+                keys.append(self.keys.root_hash(root))
+                packed.append([root, entry])
+            args = (now, self.eta_window_ms, self.limits.max_fields_per_node, pack(packed))
+            calls.append(("apply_updates", keys, args))
+            positions.append(pos)
+
+        replies = await self.scripts.run(self.redis, calls)
+        for r in replies:
+            if isinstance(r, StorageUnavailable):
+                raise r
+        changed: list[tuple[str, bytes]] = []
+        for pos, reply in zip(positions, replies[n_index:]):
+            if isinstance(reply, ProgressError):
+                for i in pos:
+                    results[i] = reply
+                continue
+            statuses, flat = unpack(reply)
+            for i, st in zip(pos, statuses):
+                results[i] = APPLIED if st == 1 else STALE if st == 0 else bad(
+                    "too-many-fields", f"a node may hold at most {self.limits.max_fields_per_node} fields")
+            changed.extend(zip([k.decode() for k in flat[0::2]], flat[1::2]))
+        return ApplyResult(results, changed, now)
+
+    def _group(self, trees: dict[str, list]) -> list[list[str]]:
+        """Trees per script call: whole trees, at most max_updates_per_call updates
+        a call (a larger tree gets a call of its own)."""
+        groups: list[list[str]] = []
+        size = self.max_updates_per_call
+        for root, ups in trees.items():
+            if self.one_tree_per_call or not groups or size + len(ups) > self.max_updates_per_call:
+                groups.append([root])
+                size = len(ups)
+            else:
+                groups[-1].append(root)
+                size += len(ups)
+        return groups
+
+    def _index_calls(self, roots: Iterable[str], now: int) -> list:
+        """index_trees.lua calls listing every root (and its namespaces) by recency."""
+        by_ns: dict[str, set[str]] = {}
+        for root in roots:
+            for ns, child in namespace_chain(root):
+                by_ns.setdefault(ns, set()).add(child)
+        return [("index_trees", [self.keys.ns(ns)], [now, *sorted(children)])
+                for ns, children in by_ns.items()]
+
+    async def delete(self, key: str) -> DeleteResult:
+        """Detach *key* and its subtree atomically; free its storage afterwards.
+
+        Raises NotFound when there is no such node.  Namespaces cannot be deleted.
+        """
+        check_key(key)
+        root = tree_root(key)
+        if root is None:
+            raise bad("namespace-key", f"{key!r} is a namespace; delete the trees under it one by one")
+        now = now_ms()
+        (reply,) = await self.scripts.run(
+            self.redis,
+            [("delete_subtree", [self.keys.root_hash(root)], [now, self.eta_window_ms, key])])
+        if isinstance(reply, ProgressError):
+            raise reply
+        found, flat = unpack(reply)
+        if not found:
+            raise NotFound(f"no node {key!r}")
+        try:
+            await self.redis.sadd(self.keys.gc_trees, root)
+            if key == root:
+                await self._unindex(root)
+        except Exception as e:  # noqa: BLE001 - any Redis failure
+            raise StorageUnavailable(f"redis unavailable: {e}") from e
+        changed = list(zip([k.decode() for k in flat[0::2]], flat[1::2]))
+        return DeleteResult(key, changed, now)
+
+    async def _unindex(self, root: str) -> None:
+        """Remove a deleted tree from its namespace, and namespaces left empty from theirs."""
+        for ns, child in namespace_chain(root):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(self.keys.ns(ns), child)
+                pipe.zrem(self.keys.ns_recent(ns), child)
+                pipe.zcard(self.keys.ns(ns))
+                _, _, left = await pipe.execute()
+            if left or ns == "":
+                return
+
+    async def collect_garbage(self, root: str | None = None) -> int:
+        """Free detached subtrees (of *root*, or of every tree that has some)
+        until none is left, one bounded script call at a time.  Returns the
+        number of calls made."""
+        roots = [root] if root else [r.decode() for r in await self.redis.smembers(self.keys.gc_trees)]
+        calls = 0
+        for r in roots:
+            while True:
+                (left,) = await self.scripts.run(
+                    self.redis, [("collect_garbage", [self.keys.root_hash(r)], [self.gc_budget])])
+                if isinstance(left, ProgressError):
+                    raise left
+                calls += 1
+                if left == 0:
+                    break
+            # A delete may queue more garbage between the last call and SREM:
+            # put the tree back when it did.
+            await self.redis.srem(self.keys.gc_trees, r)
+            if await self.redis.llen(self.keys.tree(r) + "gc"):
+                await self.redis.sadd(self.keys.gc_trees, r)
+        return calls
+
+    # -- reading -------------------------------------------------------------
+
+    async def read(self, key: str, depth: int = 1, limit: int | None = None,
+                   cursor: str | None = None, order: str = "first") -> dict:
+        """The node *key* (or namespace) with *depth* levels loaded; see read.py."""
+        return await self.reader.read(key, depth, limit, cursor, order)
+
+

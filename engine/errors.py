@@ -1,0 +1,71 @@
+"""The engine's exceptions, and the one place that maps script errors onto them.
+
+    ProgressError
+    ├── InvalidUpdate        a client sent something the service refuses (a 4xx)
+    │   ├── InvalidKey
+    │   └── TooLarge
+    ├── NotFound             no node at that key (404)
+    └── StorageUnavailable   Redis cannot be reached or failed (503)
+
+Every InvalidUpdate carries a short machine-readable ``code`` and a message
+naming what was wrong; REST renders them as ``{"error": {"code", "message"}}``
+and AMQP puts them in the dead-letter reason header.
+"""
+from __future__ import annotations
+
+
+class ProgressError(Exception):
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "message": self.message}
+
+
+class InvalidUpdate(ProgressError):
+    code = "invalid"
+    status = 400
+
+
+class InvalidKey(InvalidUpdate):
+    code = "bad-key"
+
+
+class TooLarge(InvalidUpdate):
+    code = "too-large"
+    status = 413
+
+
+class NotFound(ProgressError):
+    code = "not-found"
+    status = 404
+
+
+class StorageUnavailable(ProgressError):
+    code = "storage-unavailable"
+    status = 503
+
+
+# Error replies our Lua scripts raise, as "<code> <detail>" (see each script's
+# header).  They can only happen when a caller bypasses the Python validation.
+SCRIPT_ERROR_CODES = frozenset(
+    {"bad-batch", "bad-key", "bad-progress", "bad-weight", "bad-status", "reserved-field", "bad-value"}
+)
+
+
+def from_script_error(text: str) -> ProgressError:
+    """Turn a script's error reply into the matching exception."""
+    text = text.removeprefix("ERR ").strip()
+    code, _, detail = text.partition(" ")
+    if code in SCRIPT_ERROR_CODES:
+        return InvalidUpdate(f"{code}: {detail}" if detail else code, code=code)
+    return StorageUnavailable(f"redis script failed: {text}")

@@ -1,0 +1,253 @@
+"""Reading a node and its subtree, one round trip per level.
+
+The answer is the node's JSON object with, on every parent:
+
+    _children        full keys of its children (one page, first-seen order)
+    _children_total  how many children it has
+    _children_next   opaque cursor of the next page (absent on the last page)
+    tasks            the loaded children (same order) while depth allows
+
+``depth=1`` is the node alone; each further level loads the listed children
+of the level above, in one pipelined round trip of read_nodes.lua calls of
+at most READ_CHUNK nodes each, so no single call holds Redis for long.
+
+Namespaces (keys made of ``_`` segments, and the top namespace "") answer
+with their trees (or inner namespaces) as children, by first-seen order or,
+with ``order="recent"``, most recently updated first.
+
+A subtree deleted between two levels is never shown half-freed: read_nodes
+reports a parent that vanished, and the whole read starts over.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+from .errors import InvalidUpdate, NotFound, ProgressError, StorageUnavailable
+from .keys import TOP, check_key, is_namespace, tree_root
+from .scripts import pack, unpack
+
+#: Most nodes read by one read_nodes.lua call.
+READ_CHUNK = 1000
+#: How often a read starts over when a subtree is deleted under it.
+READ_ATTEMPTS = 3
+
+
+def _bad(code: str, message: str) -> InvalidUpdate:
+    return InvalidUpdate(message, code=code)
+
+
+@dataclass
+class _Loaded:
+    """A node of the answer and what is needed to load its children."""
+
+    key: str
+    node: dict
+    root: str | None = None  # tree root, None for a namespace
+    hash: bytes = b""
+    id: bytes = b""
+    children: list[str] = field(default_factory=list)  # keys of the listed page
+
+
+class _Vanished(Exception):
+    """A parent was deleted between two levels of one read."""
+
+
+class TreeReader:
+    def __init__(self, engine) -> None:
+        self.engine = engine
+
+    async def read(self, key: str, depth: int = 1, limit: int | None = None,
+                   cursor: str | None = None, order: str = "first") -> dict:
+        lim = self.engine.limits
+        if key != TOP:
+            check_key(key)
+        if type(depth) is not int or not 1 <= depth <= lim.max_read_depth:
+            raise _bad("bad-depth", f"depth must be an integer from 1 to {lim.max_read_depth}")
+        if limit is None:
+            limit = lim.default_children_limit
+        if type(limit) is not int or not 1 <= limit <= lim.max_children_limit:
+            raise _bad("bad-limit", f"limit must be an integer from 1 to {lim.max_children_limit}")
+        if order not in ("first", "recent"):
+            raise _bad("bad-order", "order must be 'first' or 'recent'")
+        if order == "recent" and not is_namespace(key):
+            raise _bad("bad-order", "order=recent applies to namespaces only")
+        _check_cursor(cursor, order)
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return await self._read(key, depth, limit, cursor or "", order)
+            except _Vanished:
+                if attempt == READ_ATTEMPTS - 1:
+                    raise StorageUnavailable("the tree kept changing under the read; try again") from None
+        raise AssertionError("unreachable")
+
+    async def _read(self, key, depth, limit, cursor, order) -> dict:
+        lim = self.engine.limits
+        if is_namespace(key):
+            top = (await self._namespaces([key], limit, cursor, order))[0]
+        else:
+            rec = (await self._run([(tree_root(key), ("k", key))], limit, cursor))[0]
+            if rec is False:
+                raise NotFound(f"no node {key!r}")
+            top = _loaded(rec, key, tree_root(key))
+        if top is None:
+            raise NotFound(f"no namespace {key!r}")
+        frontier = [top]
+        loaded, listed = 1, len(top.children)
+        for _ in range(depth - 1):
+            wanted = sum(len(x.children) for x in frontier)
+            if not wanted:
+                break
+            if loaded + wanted > lim.max_read_nodes:
+                raise _bad("too-many-nodes", f"the answer would hold more than {lim.max_read_nodes} "
+                                             f"nodes; ask for a smaller depth or limit")
+            frontier = await self._next_level(frontier, limit)
+            loaded += len(frontier)
+            listed += sum(len(x.children) for x in frontier)
+            if listed > lim.max_read_child_keys:
+                raise _bad("too-many-nodes", f"the answer would list more than {lim.max_read_child_keys} "
+                                             f"child keys; ask for a smaller depth or limit")
+        return top.node
+
+    async def _next_level(self, frontier: list[_Loaded], limit: int) -> list[_Loaded]:
+        """Load the listed children of every node of *frontier*; attach them as tasks."""
+        requests, owners, namespaces = [], [], []
+        for parent in frontier:
+            if parent.root is not None:  # children of a tree node, by segment
+                for s in range(0, len(parent.children), READ_CHUNK):
+                    keys = parent.children[s:s + READ_CHUNK]
+                    segs = [k[len(parent.key) + 1:] for k in keys]
+                    requests.append((parent.root, ("c", parent.key, parent.hash, parent.id, *segs)))
+                    owners.append((parent, keys))
+                continue
+            for child in parent.children:  # trees and namespaces under a namespace
+                if is_namespace(child):
+                    namespaces.append((parent, child))
+                else:
+                    requests.append((child, ("k", child)))
+                    owners.append((parent, [child]))
+        replies = await self._run(requests, limit, "")
+        got: dict[str, _Loaded] = {}
+        for (parent, keys), reply in zip(owners, replies):
+            if parent.root is None:
+                if reply is not False:  # a tree deleted since the listing is left out
+                    got[keys[0]] = _loaded(reply, keys[0], keys[0])
+                continue
+            if reply is False:
+                raise _Vanished()
+            for child, rec in zip(keys, reply):
+                if rec is not False:
+                    got[child] = _loaded(rec, child, parent.root)
+        ns_loaded = await self._namespaces([c for _, c in namespaces], limit, "", "first")
+        for (_, child), x in zip(namespaces, ns_loaded):
+            if x is not None:
+                got[child] = x
+        nxt = []
+        for parent in frontier:
+            if parent.children:
+                kids = [got[c] for c in parent.children if c in got]
+                parent.node["tasks"] = [k.node for k in kids]
+                nxt.extend(kids)
+        return nxt
+
+    async def _run(self, requests: list[tuple[str, tuple]], limit: int, cursor: str) -> list:
+        """Run read requests [(tree root, request)] in one round trip of
+        read_nodes.lua calls; return each request's reply."""
+        engine = self.engine
+        calls, spans = [], []
+        i = 0
+        while i < len(requests):
+            roots: dict[str, int] = {}
+            batch, cost = [], 0
+            while i < len(requests) and (not batch or cost < READ_CHUNK):
+                root, req = requests[i]
+                if engine.one_tree_per_call and roots and root not in roots:
+                    break
+                idx = roots.setdefault(root, len(roots) + 1)
+                batch.append([req[0], idx, *req[1:]])
+                cost += max(1, len(req) - 4)
+                i += 1
+            keys = [engine.keys.root_hash(r) for r in roots]
+            calls.append(("read_nodes", keys, [limit, cursor if not calls else "", pack(batch)]))
+            spans.append(len(batch))
+        replies = await engine.scripts.run(engine.redis, calls) if calls else []
+        out = []
+        for reply in replies:
+            if isinstance(reply, ProgressError):
+                raise reply
+            out.extend(unpack(reply))
+        return out
+
+    async def _namespaces(self, names: list[str], limit: int, cursor: str, order: str) -> list:
+        """Namespace nodes listing a page of their children (None: empty namespace)."""
+        if not names:
+            return []
+        keys = self.engine.keys
+        try:
+            async with self.engine.redis.pipeline(transaction=False) as pipe:
+                for ns in names:
+                    if order == "recent":
+                        score, _, skip = cursor.partition(":")
+                        pipe.zrevrangebyscore(keys.ns_recent(ns), score or "+inf", "-inf",
+                                              start=int(skip or 0), num=limit + 1, withscores=True)
+                    else:
+                        pipe.zrangebyscore(keys.ns(ns), f"({cursor}" if cursor else "-inf", "+inf",
+                                           start=0, num=limit + 1, withscores=True)
+                    pipe.zcard(keys.ns(ns))
+                replies = await pipe.execute()
+        except Exception as e:  # noqa: BLE001 - any Redis failure
+            raise StorageUnavailable(f"redis unavailable: {e}") from e
+        out = []
+        for j, ns in enumerate(names):
+            page, total = replies[2 * j], replies[2 * j + 1]
+            if not total and ns != TOP:
+                out.append(None)
+                continue
+            node = {"key": ns, "namespace": True}
+            children = [m.decode() for m, _ in page[:limit]]
+            if total:
+                node["_children"] = children
+                node["_children_total"] = total
+            if len(page) > limit:
+                node["_children_next"] = _next_cursor(page[:limit], cursor, order)
+            out.append(_Loaded(ns, node, None, children=children))
+        return out
+
+
+def _loaded(rec: list, key: str, root: str) -> _Loaded:
+    """A read_nodes record as a node of the answer."""
+    node = orjson.loads(rec[0])
+    children = []
+    if rec[3]:
+        children = [f"{key}.{seg.decode()}" for seg in rec[5:]]
+        node["_children"] = children
+        node["_children_total"] = rec[3]
+        if rec[4]:
+            node["_children_next"] = rec[4].decode()
+    return _Loaded(key, node, root, rec[1], rec[2], children)
+
+
+def _check_cursor(cursor: str | None, order: str) -> None:
+    if not cursor:
+        return
+    if order == "recent":
+        score, sep, skip = cursor.partition(":")
+        ok = sep and score.isdigit() and skip.isdigit()
+    else:
+        ok = cursor.isdigit()
+    if not ok or len(cursor) > 40:
+        raise _bad("bad-cursor", "cursor must be a value returned in _children_next")
+
+
+def _next_cursor(page: list, cursor: str, order: str) -> str:
+    last = page[-1][1]
+    if order != "recent":
+        return str(int(last))
+    # Recency scores are not unique: resume at the last score, skipping the
+    # entries with that score already returned.
+    same = sum(1 for _, s in page if s == last)
+    score, _, skip = cursor.partition(":")
+    if score and float(score) == last:
+        same += int(skip)
+    return f"{int(last)}:{same}"

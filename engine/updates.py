@@ -1,0 +1,93 @@
+"""Validating one update and encoding it for apply_updates.lua.
+
+An update is a node key and a JSON object of fields:
+
+* ``progress``  number in [0, 1]
+* ``weight``    0, or a number in [0.001, 1e6]; default 1 (kept in 1/1000 units)
+* ``status``, ``msg``, ``name``  strings
+* ``ts``        optional producer timestamp (ms): an update older than the
+                node's last applied ``ts`` is ignored
+* any other name (not starting with ``_``, not a server field) with any JSON
+  value; ``null`` removes the field.
+
+Everything is checked here before anything reaches Redis, so one bad update
+gets its own error and never touches storage.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import orjson
+
+from .errors import InvalidUpdate
+from .keys import check_key, tree_root
+from .limits import MAX_WEIGHT, MIN_POSITIVE_WEIGHT, Limits
+
+#: Fields the server owns; clients may not set them.  ``key`` and ``ts`` are
+#: not stored as fields: ``key`` names the node, ``ts`` guards the update.
+SERVER_FIELDS = frozenset({"key", "start_time", "update_time", "end_time", "eta", "tasks"})
+_STRING_FIELDS = frozenset({"status", "msg", "name"})
+_NUMBER = (int, float)
+
+
+def bad(code: str, message: str) -> InvalidUpdate:
+    return InvalidUpdate(message, code=code)
+
+
+def encode_update(key: str, fields: Mapping, limits: Limits) -> tuple[str, list]:
+    """Check one update; return its tree root and ``[key, ts|False, name, json, ...]``.
+
+    *fields* must not contain ``key`` (batch callers take it out first).
+    Raises InvalidUpdate naming what is wrong.
+    """
+    check_key(key)
+    root = tree_root(key)
+    if root is None:
+        raise bad("namespace-key", f"{key!r} is a namespace (every segment starts with '_'); "
+                                   f"post to a key below it, such as {key}.job1")
+    if not isinstance(fields, Mapping):
+        raise bad("bad-body", "an update must be a JSON object")
+    if len(fields) > limits.max_fields_per_update + 1:
+        raise bad("too-many-fields", f"an update may hold at most {limits.max_fields_per_update} fields")
+    ts = False
+    out = [key, ts]
+    for name, value in fields.items():
+        if type(name) is not str or not name or len(name) > limits.max_field_name_chars:
+            raise bad("bad-field-name", f"field names are 1-{limits.max_field_name_chars} characters")
+        if name == "ts":
+            if value is not None:
+                if type(value) not in _NUMBER or not math.isfinite(value) or value < 0:
+                    raise bad("bad-ts", "ts must be a non-negative number of milliseconds")
+                out[1] = value
+            continue
+        if name[0] == "_" or name in SERVER_FIELDS:
+            raise bad("reserved-field", f"field {name!r} is reserved: names starting with '_' and "
+                                        f"{', '.join(sorted(SERVER_FIELDS))} belong to the server")
+        if value is None:
+            out += (name, "")
+            continue
+        if name == "progress":
+            if type(value) not in _NUMBER or not 0 <= value <= 1:  # NaN fails the range
+                raise bad("bad-progress", f"progress must be a number from 0 to 1, not {value!r}")
+        elif name == "weight":
+            if type(value) not in _NUMBER or not (
+                value == 0 or MIN_POSITIVE_WEIGHT <= value <= MAX_WEIGHT
+            ):
+                raise bad("bad-weight", f"weight must be 0 or a number from {MIN_POSITIVE_WEIGHT} "
+                                        f"to {MAX_WEIGHT}, not {value!r}")
+        elif name in _STRING_FIELDS:
+            if type(value) is not str:
+                raise bad("bad-type", f"{name} must be a string")
+            if name == "status" and not 0 < len(value) <= limits.max_status_chars:
+                raise bad("bad-status", f"status must be 1-{limits.max_status_chars} characters")
+        try:
+            text = orjson.dumps(value)
+        except (TypeError, orjson.JSONEncodeError) as e:
+            raise bad("bad-value", f"field {name!r} is not a JSON value: {e}") from None
+        if len(text) > limits.max_value_bytes:
+            raise bad("value-too-long", f"field {name!r} is longer than {limits.max_value_bytes} bytes as JSON")
+        out += (name, text)
+    if len(out) > 2 * limits.max_fields_per_update + 2:
+        raise bad("too-many-fields", f"an update may hold at most {limits.max_fields_per_update} fields")
+    return root, out

@@ -1,0 +1,196 @@
+"""REST handlers: parse, call the engine, answer JSON (orjson).
+
+    GET    /health          Redis reachable? 200, else 503
+    GET    /status          the top namespace (lists namespaces and bare trees)
+    POST   /status          batch: a JSON array of updates, each with "key"
+    GET    /status/<key>    a node (or namespace) with ?depth=&limit=&cursor=&order=
+    POST   /status/<key>    one update, applied at once; answers the node's new state
+    DELETE /status/<key>    removes the subtree; 204
+
+Errors are rendered once, by BaseHandler.write_error, as
+``{"error": {"code": ..., "message": ...}}`` with a 4xx, or 503 when Redis is
+unreachable.
+"""
+from __future__ import annotations
+
+import logging
+
+import orjson
+import tornado.web
+
+from sca_progress.engine import APPLIED, STALE, InvalidUpdate, ProgressError, TooLarge, now_ms
+from sca_progress.engine.keys import TOP
+
+log = logging.getLogger("sca_progress.http")
+
+
+def _bad(code: str, message: str) -> InvalidUpdate:
+    return InvalidUpdate(message, code=code)
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    """JSON in, JSON out; ProgressErrors become their HTTP status."""
+
+    @property
+    def engine(self):
+        return self.application.settings["engine"]
+
+    @property
+    def service(self):
+        return self.application.settings["service"]
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+
+    def send_json(self, obj, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(orjson.dumps(obj))
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ProgressError):
+            self.set_status(exc.status)
+            body = exc.as_dict()
+        elif isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:
+            body = {"code": f"http-{status_code}", "message": exc.log_message % exc.args}
+        else:
+            body = {"code": f"http-{status_code}", "message": self._reason}
+        self.set_header("Content-Type", "application/json")
+        self.finish(orjson.dumps({"error": body}))
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, ProgressError) and value.status < 500:
+            log.info("%s %s: %s %s", self.request.method, self.request.uri, value.code, value.message)
+        elif isinstance(value, ProgressError):
+            log.warning("%s %s: %s", self.request.method, self.request.uri, value.message)
+        else:
+            super().log_exception(typ, value, tb)
+
+
+@tornado.web.stream_request_body
+class BodyHandler(BaseHandler):
+    """Reads a JSON body, refusing one larger than the limit (413) before it is all in."""
+
+    def prepare(self) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._limit = self.engine.limits.max_body_bytes
+        length = self.request.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > self._limit:
+            raise TooLarge(f"the body is larger than {self._limit} bytes")
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self._limit:
+            raise TooLarge(f"the body is larger than {self._limit} bytes")
+        self._chunks.append(chunk)
+
+    def json_body(self):
+        body = b"".join(self._chunks)
+        if not body.strip():
+            raise _bad("bad-body", "the body is empty; send a JSON object")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise _bad("bad-json", f"the body is not JSON: {e}") from None
+
+    def on_connection_close(self) -> None:
+        self._chunks = []
+
+
+class HealthHandler(BaseHandler):
+    async def get(self) -> None:
+        health = await self.service.health()
+        self.send_json(health, 200 if health["status"] == "ok" else 503)
+
+
+class NodeHandler(BodyHandler):
+    """/status/<key>: one node."""
+
+    async def get(self, key: str = TOP) -> None:
+        node = await self.engine.read(
+            key,
+            depth=self._int_arg("depth", 1),
+            limit=self._int_arg("limit", None),
+            cursor=self.get_query_argument("cursor", None),
+            order=self.get_query_argument("order", "first"),
+        )
+        node["_now"] = now_ms()
+        self.send_json(node)
+
+    async def post(self, key: str) -> None:
+        body = self.json_body()
+        if not isinstance(body, dict):
+            raise _bad("bad-body", "POST /status/<key> takes a JSON object; "
+                                   "POST /status takes an array of updates")
+        result = await self.service.apply([(key, body)])
+        outcome = result.results[0]
+        if isinstance(outcome, ProgressError):
+            raise outcome
+        node = result.node(key) if outcome is APPLIED else await self.engine.read(key)
+        node["_applied"] = outcome is APPLIED
+        if outcome is STALE:
+            node["_reason"] = "stale: ts is older than the node's last update"
+        node["_now"] = result.now
+        self.send_json(node)
+
+    async def delete(self, key: str) -> None:
+        await self.service.delete(key)
+        self.set_status(204)
+        self.clear_header("Content-Type")
+        self.finish()
+
+    def _int_arg(self, name: str, default):
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise _bad(f"bad-{name}", f"{name} must be an integer, not {raw!r}") from None
+
+
+class BatchHandler(NodeHandler):
+    """/status: the top namespace (GET) and batch ingestion (POST)."""
+
+    async def post(self) -> None:
+        body = self.json_body()
+        if not isinstance(body, list):
+            raise _bad("bad-body", "POST /status takes a JSON array of updates, each with a \"key\"")
+        limit = self.engine.limits.max_batch_updates
+        if len(body) > limit:
+            raise TooLarge(f"a batch may hold at most {limit} updates")
+        updates, refused = [], {}
+        for i, item in enumerate(body):
+            key = item.get("key") if isinstance(item, dict) else None
+            if not isinstance(key, str):
+                refused[i] = _bad("bad-item", "each update must be a JSON object with a string \"key\"")
+                continue
+            updates.append((key, {k: v for k, v in item.items() if k != "key"}))
+        result = await self.service.apply(updates)
+        states = {}
+        for key, js in result.changed:
+            states[key] = js
+        outcomes = iter(result.results)
+        items = []
+        for i, item in enumerate(body):
+            if i in refused:
+                items.append({"ok": False, "error": refused[i].as_dict()})
+                continue
+            key = item["key"]
+            outcome = next(outcomes)
+            if isinstance(outcome, ProgressError):
+                items.append({"key": key, "ok": False, "error": outcome.as_dict()})
+            elif outcome is APPLIED:
+                items.append({"key": key, "ok": True, "applied": True, "node": orjson.Fragment(states[key])})
+            else:
+                node = await self.engine.read(key)
+                items.append({"key": key, "ok": True, "applied": False, "reason": "stale", "node": node})
+        self.send_json({"_now": result.now, "results": items})
+
+
+class NotFoundHandler(BaseHandler):
+    def prepare(self) -> None:
+        raise tornado.web.HTTPError(404, "no such route: %s", self.request.path)
+
