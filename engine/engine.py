@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
+
 
 import orjson
 
@@ -18,8 +19,11 @@ from .errors import InvalidUpdate, NotFound, ProgressError, StorageUnavailable
 from .keys import RedisKeys, check_key, namespace_chain, tree_root
 from .limits import Limits
 from .read import TreeReader
+from .records import decode
 from .scripts import Scripts, pack, unpack
 from .updates import bad, encode_update
+
+_SNAPSHOT_MODES = {"none": 0, "updated": 1, "all": 2}
 
 APPLIED = "applied"
 STALE = "stale"  # ignored: its ts is older than the node's last applied ts
@@ -31,8 +35,9 @@ class ApplyResult:
 
     results  one entry per input update, in input order: APPLIED, STALE, or
              the InvalidUpdate that refused it
-    changed  (key, JSON object bytes) of every node whose state changed,
-             ancestors first within each tree: what live feeds publish
+    changed  (key, record) of every node whose state changed (or of those
+             asked for), ancestors first within each tree: what live feeds
+             publish.  records.decode() turns a record into its JSON object.
     now      the server time (ms) the batch was applied at
     """
 
@@ -40,11 +45,11 @@ class ApplyResult:
     changed: list[tuple[str, bytes]]
     now: int
 
-    def node(self, key: str) -> dict | None:
+    def node(self, key: str, fragments: bool = False) -> dict | None:
         """The new state of *key* if it changed in this batch."""
-        for k, js in reversed(self.changed):
+        for k, raw in reversed(self.changed):
             if k == key:
-                return orjson.loads(js)
+                return decode(k, raw, fragments)
         return None
 
 
@@ -100,14 +105,20 @@ class Engine:
 
     # -- writing -------------------------------------------------------------
 
-    async def apply(self, updates: Iterable[tuple[str, Mapping]]) -> ApplyResult:
+    async def apply(self, updates: Iterable[tuple[str, Mapping]], snapshots: str = "all",
+                    watched: Container[str] = ()) -> ApplyResult:
         """Validate and apply a batch of (key, fields) in one round trip.
 
         Each update is validated on its own: a bad one gets its error in
         ``results`` and the others still apply.  Raises StorageUnavailable
         when Redis cannot be reached (then nothing may have been applied,
         or part of it: updates set values, so the caller can retry).
+
+        ``changed`` holds the records of every changed node (snapshots
+        "all"), of the updated nodes only ("updated") or of none ("none");
+        trees whose root is in *watched* always get all of theirs.
         """
+        mode = _SNAPSHOT_MODES[snapshots]
         now = now_ms()
         results: list = []
         trees: dict[str, list] = {}
@@ -130,9 +141,10 @@ class Engine:
                 entry = []
                 for i, enc in trees[root]:
                     pos.append(i)
-                    entry.append([len(pos), *enc])
-                keys.append(self.keys.root_hash(root))
-                packed.append([root, entry])
+                    enc[0] = len(pos)
+                    entry.append(enc)
+                keys.append(self.keys.records(root))
+                packed.append([root, entry, 2 if root in watched else mode])
             args = (now, self.eta_window_ms, self.limits.max_fields_per_node, pack(packed))
             calls.append(("apply_updates", keys, args))
             positions.append(pos)
@@ -177,10 +189,12 @@ class Engine:
         return [("index_trees", [self.keys.ns(ns)], [now, *sorted(children)])
                 for ns, children in by_ns.items()]
 
-    async def delete(self, key: str) -> DeleteResult:
+    async def delete(self, key: str, snapshots: bool = True) -> DeleteResult:
         """Detach *key* and its subtree atomically; free its storage afterwards.
 
-        Raises NotFound when there is no such node.  Namespaces cannot be deleted.
+        ``changed`` holds the ancestors' new snapshots unless *snapshots* is
+        False.  Raises NotFound when there is no such node.  Namespaces
+        cannot be deleted.
         """
         check_key(key)
         root = tree_root(key)
@@ -189,7 +203,7 @@ class Engine:
         now = now_ms()
         (reply,) = await self.scripts.run(
             self.redis,
-            [("delete_subtree", [self.keys.root_hash(root)], [now, self.eta_window_ms, key])])
+            [("delete_subtree", [self.keys.records(root)], [now, self.eta_window_ms, key, int(snapshots)])])
         if isinstance(reply, ProgressError):
             raise reply
         found, flat = unpack(reply)
@@ -224,7 +238,7 @@ class Engine:
         for r in roots:
             while True:
                 (left,) = await self.scripts.run(
-                    self.redis, [("collect_garbage", [self.keys.root_hash(r)], [self.gc_budget])])
+                    self.redis, [("collect_garbage", [self.keys.records(r)], [self.gc_budget])])
                 if isinstance(left, ProgressError):
                     raise left
                 calls += 1
@@ -243,5 +257,14 @@ class Engine:
                    cursor: str | None = None, order: str = "first") -> dict:
         """The node *key* (or namespace) with *depth* levels loaded; see read.py."""
         return await self.reader.read(key, depth, limit, cursor, order)
+
+    async def read_json(self, key: str, depth: int = 1, limit: int | None = None,
+                        cursor: str | None = None, order: str = "first", more: dict | None = None) -> bytes:
+        """read() serialized, without parsing client-field values on the way;
+        *more* adds top-level fields (such as the server time)."""
+        node = await self.reader.read(key, depth, limit, cursor, order, fragments=True)
+        if more:
+            node.update(more)
+        return orjson.dumps(node)
 
 

@@ -12,21 +12,30 @@ tree rooted at their first segment (``portal``): one hot root, one hash slot.
 Redis layout (``P`` is the deployment's key prefix, ``{R}`` the tree root as a
 Redis Cluster hash tag, so every key of one tree lives in one slot):
 
-    P:{R}:root              hash   the tree root node
-    P:{R}:n:<pid>/<seg>     hash   the child <seg> of the node whose id is <pid>
-    P:{R}:c:<id>            zset   children of node <id>: member segment, score first-seen order
-    P:{R}:ids               string node id counter of the tree
-    P:{R}:gc                list   ids of detached subtrees whose storage is still being freed
-    P:{N}:ns                zset   trees and namespaces directly under namespace N, by first-seen order
-    P:{N}:nsr               zset   the same members, scored by last update time (ms)
-    P:{N}:nsn               string first-seen counter of namespace N
-    P:gc-trees              set    tree roots with garbage left to free
+    P:{R}:t          hash    one record per node of the tree (field: the node key):
+                             id, parent id, weight, progress, sums, times, eta
+                             state, status and children's status counts,
+                             packed (lua/include/record_format.lua)
+    P:{R}:n:<id>     hash    the client fields of node <id> (msg, status, any
+                             other posted key), each value stored as JSON text
+    P:{R}:c:<id>     zset    children of node <id>: member segment, score first-seen order
+    P:{R}:ids        string  node id counter of the tree
+    P:{R}:gc         list    '<id> <key>' of detached nodes whose storage is not freed yet
+    P:{N}:ns         zset    trees and namespaces directly under namespace N, by first-seen order
+    P:{N}:nsr        zset    the same members, scored by last update time (ms)
+    P:{N}:nsn        string  first-seen counter of namespace N
+    P:gc-trees       set     tree roots with garbage left to free
 
-Nodes are addressed through their parent's *id*, not their full key, so
-detaching a subtree (one ZREM and one DEL) makes all of it unreachable at once;
-its storage is then freed in bounded chunks (lua/collect_garbage.lua).  The
-top-level namespace (the one above ``_portal``) uses the tag ``{*}``, which no
-valid key can produce.
+Why the records of a tree share one hash: an update to a leaf of a depth-5
+tree changes 5 nodes; reading and writing them as fields of one hash (one
+HMGET and one HSET per tree per call) costs a fraction of a hash per node
+(bench/README.md has the figures).
+
+A record is valid only under its parent's current id, so detaching a subtree
+(deleting one record) makes all of it unreachable at once; its storage is
+then freed in bounded chunks (lua/collect_garbage.lua).  The top-level
+namespace (the one above ``_portal``) uses the tag ``{*}``, which no valid
+key can produce.
 """
 from __future__ import annotations
 
@@ -119,9 +128,9 @@ class RedisKeys:
         """Common prefix of every key of the tree *root* (ends with ':')."""
         return f"{self.prefix}:{{{root}}}:"
 
-    def root_hash(self, root: str) -> str:
-        """The declared key of a tree's scripts: its root node hash."""
-        return f"{self.prefix}:{{{root}}}:root"
+    def records(self, root: str) -> str:
+        """The record hash of a tree: the key every script of that tree declares."""
+        return f"{self.prefix}:{{{root}}}:t"
 
     def ns(self, namespace: str) -> str:
         """First-seen index of a namespace; ``nsr`` and ``nsn`` are derived from it."""

@@ -17,15 +17,18 @@ with ``order="recent"``, most recently updated first.
 
 A subtree deleted between two levels is never shown half-freed: read_nodes
 reports a parent that vanished, and the whole read starts over.
+
+The scripts return each node's stored record; records.decode builds its
+JSON object (``read_json`` keeps client-field values as unparsed fragments
+and serializes the whole answer once: the path REST uses).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import orjson
-
 from .errors import InvalidUpdate, NotFound, ProgressError, StorageUnavailable
 from .keys import TOP, check_key, is_namespace, tree_root
+from .records import decode
 from .scripts import pack, unpack
 
 #: Most nodes read by one read_nodes.lua call.
@@ -40,12 +43,11 @@ def _bad(code: str, message: str) -> InvalidUpdate:
 
 @dataclass
 class _Loaded:
-    """A node of the answer and what is needed to load its children."""
+    """A node of the answer (its JSON object) and what is needed to load its children."""
 
     key: str
     node: dict
     root: str | None = None  # tree root, None for a namespace
-    hash: bytes = b""
     id: bytes = b""
     children: list[str] = field(default_factory=list)  # keys of the listed page
 
@@ -59,7 +61,7 @@ class TreeReader:
         self.engine = engine
 
     async def read(self, key: str, depth: int = 1, limit: int | None = None,
-                   cursor: str | None = None, order: str = "first") -> dict:
+                   cursor: str | None = None, order: str = "first", fragments: bool = False) -> dict:
         lim = self.engine.limits
         if key != TOP:
             check_key(key)
@@ -76,23 +78,23 @@ class TreeReader:
         _check_cursor(cursor, order)
         for attempt in range(READ_ATTEMPTS):
             try:
-                return await self._read(key, depth, limit, cursor or "", order)
+                return await self._read(key, depth, limit, cursor or "", order, fragments)
             except _Vanished:
                 if attempt == READ_ATTEMPTS - 1:
                     raise StorageUnavailable("the tree kept changing under the read; try again") from None
         raise AssertionError("unreachable")
 
-    async def _read(self, key, depth, limit, cursor, order) -> dict:
+    async def _read(self, key, depth, limit, cursor, order, fragments) -> dict:
         lim = self.engine.limits
         if is_namespace(key):
             top = (await self._namespaces([key], limit, cursor, order))[0]
+            if top is None:
+                raise NotFound(f"no namespace {key!r}")
         else:
             rec = (await self._run([(tree_root(key), ("k", key))], limit, cursor))[0]
             if rec is False:
                 raise NotFound(f"no node {key!r}")
-            top = _loaded(rec, key, tree_root(key))
-        if top is None:
-            raise NotFound(f"no namespace {key!r}")
+            top = _loaded(rec, key, tree_root(key), fragments)
         frontier = [top]
         loaded, listed = 1, len(top.children)
         for _ in range(depth - 1):
@@ -102,7 +104,7 @@ class TreeReader:
             if loaded + wanted > lim.max_read_nodes:
                 raise _bad("too-many-nodes", f"the answer would hold more than {lim.max_read_nodes} "
                                              f"nodes; ask for a smaller depth or limit")
-            frontier = await self._next_level(frontier, limit)
+            frontier = await self._next_level(frontier, limit, fragments)
             loaded += len(frontier)
             listed += sum(len(x.children) for x in frontier)
             if listed > lim.max_read_child_keys:
@@ -110,15 +112,15 @@ class TreeReader:
                                              f"child keys; ask for a smaller depth or limit")
         return top.node
 
-    async def _next_level(self, frontier: list[_Loaded], limit: int) -> list[_Loaded]:
+    async def _next_level(self, frontier: list[_Loaded], limit: int, fragments: bool) -> list[_Loaded]:
         """Load the listed children of every node of *frontier*; attach them as tasks."""
         requests, owners, namespaces = [], [], []
         for parent in frontier:
             if parent.root is not None:  # children of a tree node, by segment
+                cut = len(parent.key) + 1
                 for s in range(0, len(parent.children), READ_CHUNK):
                     keys = parent.children[s:s + READ_CHUNK]
-                    segs = [k[len(parent.key) + 1:] for k in keys]
-                    requests.append((parent.root, ("c", parent.key, parent.hash, parent.id, *segs)))
+                    requests.append((parent.root, ("c", parent.key, parent.id, *[k[cut:] for k in keys])))
                     owners.append((parent, keys))
                 continue
             for child in parent.children:  # trees and namespaces under a namespace
@@ -132,13 +134,13 @@ class TreeReader:
         for (parent, keys), reply in zip(owners, replies):
             if parent.root is None:
                 if reply is not False:  # a tree deleted since the listing is left out
-                    got[keys[0]] = _loaded(reply, keys[0], keys[0])
+                    got[keys[0]] = _loaded(reply, keys[0], keys[0], fragments)
                 continue
             if reply is False:
                 raise _Vanished()
             for child, rec in zip(keys, reply):
                 if rec is not False:
-                    got[child] = _loaded(rec, child, parent.root)
+                    got[child] = _loaded(rec, child, parent.root, fragments)
         ns_loaded = await self._namespaces([c for _, c in namespaces], limit, "", "first")
         for (_, child), x in zip(namespaces, ns_loaded):
             if x is not None:
@@ -155,7 +157,7 @@ class TreeReader:
         """Run read requests [(tree root, request)] in one round trip of
         read_nodes.lua calls; return each request's reply."""
         engine = self.engine
-        calls, spans = [], []
+        calls = []
         i = 0
         while i < len(requests):
             roots: dict[str, int] = {}
@@ -166,11 +168,10 @@ class TreeReader:
                     break
                 idx = roots.setdefault(root, len(roots) + 1)
                 batch.append([req[0], idx, *req[1:]])
-                cost += max(1, len(req) - 4)
+                cost += max(1, len(req) - 3)
                 i += 1
-            keys = [engine.keys.root_hash(r) for r in roots]
+            keys = [engine.keys.records(r) for r in roots]
             calls.append(("read_nodes", keys, [limit, cursor if not calls else "", pack(batch)]))
-            spans.append(len(batch))
         replies = await engine.scripts.run(engine.redis, calls) if calls else []
         out = []
         for reply in replies:
@@ -204,28 +205,26 @@ class TreeReader:
             if not total and ns != TOP:
                 out.append(None)
                 continue
-            node = {"key": ns, "namespace": True}
             children = [m.decode() for m, _ in page[:limit]]
-            if total:
-                node["_children"] = children
-                node["_children_total"] = total
+            node = {"key": ns, "namespace": True, "_children": children, "_children_total": total}
             if len(page) > limit:
                 node["_children_next"] = _next_cursor(page[:limit], cursor, order)
             out.append(_Loaded(ns, node, None, children=children))
         return out
 
 
-def _loaded(rec: list, key: str, root: str) -> _Loaded:
-    """A read_nodes record as a node of the answer."""
-    node = orjson.loads(rec[0])
-    children = []
-    if rec[3]:
-        children = [f"{key}.{seg.decode()}" for seg in rec[5:]]
-        node["_children"] = children
-        node["_children_total"] = rec[3]
-        if rec[4]:
-            node["_children_next"] = rec[4].decode()
-    return _Loaded(key, node, root, rec[1], rec[2], children)
+
+def _loaded(rep: list, key: str, root: str, fragments: bool) -> _Loaded:
+    """A read_nodes reply as a node of the answer."""
+    node = decode(key, rep[0], fragments)
+    if not rep[2]:
+        return _Loaded(key, node, root, rep[1])
+    children = [f"{key}.{seg.decode()}" for seg in rep[4:]]
+    node["_children"] = children
+    node["_children_total"] = int(rep[2])
+    if rep[3]:
+        node["_children_next"] = rep[3].decode()
+    return _Loaded(key, node, root, rep[1], children)
 
 
 def _check_cursor(cursor: str | None, order: str) -> None:

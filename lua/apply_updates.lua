@@ -3,25 +3,27 @@
   changes up to its root: every touched node is read once and written once.
 
   Input:
-    KEYS[i]   root hash of the i-th tree of the batch, '<prefix>:{<root>}:root'.
+    KEYS[i]   record hash of the i-th tree of the batch, '<prefix>:{<root>}:t'.
               Every other key of that tree is derived from it and shares its
               hash slot (see engine/keys.py for the layout).
     ARGV[1]   now, milliseconds since the epoch (the server's clock)
     ARGV[2]   eta time constant, milliseconds
     ARGV[3]   most client fields one node may hold
-    ARGV[4]   msgpack array, one entry per KEYS[i]: { root_key, { update, ... } }
+    ARGV[4]   msgpack array, one entry per KEYS[i]: { root_key, { update, ... }, snapshots }
                 update = { seq, node_key, ts|false, name1, json1, name2, json2, ... }
-                seq    1-based position of the update in this call
-                ts     producer timestamp in ms, or false
-                jsonN  the field's new value as JSON text; "" removes the field
+                  seq    1-based position of the update in this call
+                  ts     producer timestamp in ms, or false
+                  jsonN  the field's new value as JSON text; "" removes the field
+                snapshots  which nodes' records to return: 0 none, 1 the
+                           updated nodes, 2 every node whose state changed
               Updates of one node are applied in the order given.
   Output:
     msgpack { statuses, changed }
       statuses  one per update, by seq: 1 applied, 0 ignored as stale,
                 2 refused (the node would hold too many fields)
-      changed   flat array key1, json1, key2, json2, ...: the public JSON
-                object of every node whose state changed, ancestors first
-                within each tree
+      changed   flat array key1, record1, key2, record2, ...: the stored
+                record (record_format.lua) of each node asked for, ancestors
+                first within a tree
   Errors (before any write):
     bad-batch <reason>          ARGV[4] malformed or not aligned with KEYS
     bad-key <key>               node key not valid or not in its tree
@@ -36,31 +38,36 @@ local max_fields = tonumber(ARGV[3])
 local ok, batch = pcall(cmsgpack.unpack, ARGV[4])
 
 --@include check_update
+--@include path_keys
+--@include fetch_records
 --@include load_node
 --@include apply_update
 --@include rollup
---@include write_node
---@include node_json
+--@include write_tree
 
 if not ok or type(batch) ~= 'table' or #batch ~= #KEYS then
   return redis.error_reply('bad-batch packed batch does not match KEYS')
 end
 for i, entry in ipairs(batch) do
   local root = entry[1]
-  if type(root) ~= 'string' or type(entry[2]) ~= 'table'
-      or string.sub(KEYS[i], -(#root + 7)) ~= '{' .. root .. '}:root' then
+  if type(root) ~= 'string' or type(entry[2]) ~= 'table' or type(entry[3]) ~= 'number'
+      or string.sub(KEYS[i], -(#root + 4)) ~= '{' .. root .. '}:t' then
     return redis.error_reply('bad-batch tree ' .. i .. ' does not match its key')
   end
+  local prefix = root .. '.'
   for _, u in ipairs(entry[2]) do
-    local err = check_update(root, u)
+    local err = check_update(root, prefix, u)
     if err then return redis.error_reply(err) end
   end
 end
 
 local statuses, trees = {}, {}
 for i, entry in ipairs(batch) do
-  local tree = { T = string.sub(KEYS[i], 1, -5), root = entry[1],
-                 nodes = {}, levels = {}, deepest = 0 }
+  local tree = { T = string.sub(KEYS[i], 1, -2), root = entry[1], raw = {}, up = {}, nodes = {},
+                 levels = {}, deepest = 0, gc = {} }
+  local keys = {}
+  for _, u in ipairs(entry[2]) do path_keys(tree, u[2], keys) end
+  fetch_records(tree, keys)
   for _, u in ipairs(entry[2]) do
     statuses[u[1]] = apply_update(load_node(tree, u[2], true), u, max_fields)
   end
@@ -69,11 +76,16 @@ for i, entry in ipairs(batch) do
 end
 
 local out = {}
-for _, tree in ipairs(trees) do
-  for _, s in ipairs(tree.changed) do
-    write_node(tree, s)
-    out[#out + 1] = s.key
-    out[#out + 1] = node_json(s.key, s.f)
+for i, tree in ipairs(trees) do
+  local written = write_tree(tree, tree.changed)
+  local mode = batch[i][3]
+  if mode > 0 then
+    for j, s in ipairs(tree.changed) do
+      if mode == 2 or s[APPLIED] > 0 then
+        out[#out + 1] = written[2 * j - 1]
+        out[#out + 1] = written[2 * j]
+      end
+    end
   end
 end
 return cmsgpack.pack({ statuses, out })

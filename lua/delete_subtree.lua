@@ -1,52 +1,56 @@
 --[[
   Detach a node and its whole subtree, and correct every ancestor at once.
-  The subtree becomes unreachable in this call (its nodes are addressed
-  through its id); its storage is queued for collect_garbage.lua.
+  The subtree is unreachable when this call returns (its records are only
+  valid under their parents' ids); its storage is queued for
+  collect_garbage.lua.
 
   Input:
-    KEYS[1]   root hash of the tree, '<prefix>:{<root>}:root'
+    KEYS[1]   record hash of the tree, '<prefix>:{<root>}:t'
     ARGV[1]   now, milliseconds since the epoch
     ARGV[2]   eta time constant, milliseconds
     ARGV[3]   key of the node to delete (the tree root or a node below it)
+    ARGV[4]   1 to return the ancestors' new records, 0 not to
   Output:
     msgpack { found, changed }
       found    1 when the node existed and was detached, 0 otherwise
-      changed  flat array key1, json1, ...: every ancestor's new state,
-               ancestors first (empty when the root itself was deleted)
+      changed  flat array key1, record1, ...: every ancestor's new record
+               (record_format.lua), ancestors first (empty when the root
+               itself was deleted)
   Errors (before any write):
     bad-key <key>   the key is not in this tree
 ]]
 local now = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
 local key = ARGV[3]
+local snapshots = ARGV[4] == '1'
 
 --@include load_node
 --@include rollup
---@include write_node
---@include node_json
+--@include write_tree
 
-local root = string.match(KEYS[1], '{(.*)}:root$')
+local root = string.match(KEYS[1], '{(.*)}:t$')
 if root == nil or not (key == root or string.sub(key, 1, #root + 1) == root .. '.') then
   return redis.error_reply('bad-key ' .. key)
 end
-local tree = { T = string.sub(KEYS[1], 1, -5), root = root, nodes = {}, levels = {}, deepest = 0 }
+local tree = { T = string.sub(KEYS[1], 1, -2), root = root, raw = {}, up = {}, nodes = {},
+               levels = {}, deepest = 0, gc = {} }
 local s = load_node(tree, key, false)
 if s == nil then return cmsgpack.pack({ 0, {} }) end
 
-redis.call('DEL', s.h)
-redis.call('RPUSH', tree.T .. 'gc', s.id)
+redis.call('HDEL', KEYS[1], key)
+if s[NC] > 0 then tree.gc[#tree.gc + 1] = string.format('%d', s[ID]) .. ' ' .. key end
 local out = {}
-local parent = s.parent
+local parent = s[PARENT]
 if parent then
-  redis.call('ZREM', tree.T .. 'c:' .. parent.id, s.seg)
-  parent.dsw = parent.dsw - s.wm0
-  parent.dswp = parent.dswp - s.wm0 * s.p0
-  count_status(parent, s.status0, -1)
-  parent.below = 1
-  for _, a in ipairs(rollup(tree, now, tau)) do
-    write_node(tree, a)
-    out[#out + 1] = a.key
-    out[#out + 1] = node_json(a.key, a.f)
-  end
+  redis.call('ZREM', tree.T .. 'c:' .. string.format('%d', parent[ID]), s[SEG])
+  parent[NC] = parent[NC] - 1
+  parent[DSW] = parent[DSW] - s[WM0]
+  parent[DSWP] = parent[DSWP] - s[WM0] * s[P0]
+  count_status(parent, s[STATUS0], -1)
+  parent[BELOW] = 1
+  local written = write_tree(tree, rollup(tree, now, tau))
+  if snapshots then out = written end
+elseif #tree.gc > 0 then
+  redis.call('RPUSH', tree.T .. 'gc', unpack(tree.gc))
 end
 return cmsgpack.pack({ 1, out })

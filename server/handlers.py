@@ -20,6 +20,7 @@ import tornado.web
 
 from sca_progress.engine import APPLIED, STALE, InvalidUpdate, ProgressError, TooLarge, now_ms
 from sca_progress.engine.keys import TOP
+from sca_progress.engine.records import decode
 
 log = logging.getLogger("sca_progress.http")
 
@@ -109,15 +110,15 @@ class NodeHandler(BodyHandler):
     """/status/<key>: one node."""
 
     async def get(self, key: str = TOP) -> None:
-        node = await self.engine.read(
+        body = await self.engine.read_json(
             key,
             depth=self._int_arg("depth", 1),
             limit=self._int_arg("limit", None),
             cursor=self.get_query_argument("cursor", None),
             order=self.get_query_argument("order", "first"),
+            more={"_now": now_ms()},
         )
-        node["_now"] = now_ms()
-        self.send_json(node)
+        self.finish(body)
 
     async def post(self, key: str) -> None:
         body = self.json_body()
@@ -128,7 +129,7 @@ class NodeHandler(BodyHandler):
         outcome = result.results[0]
         if isinstance(outcome, ProgressError):
             raise outcome
-        node = result.node(key) if outcome is APPLIED else await self.engine.read(key)
+        node = result.node(key, fragments=True) if outcome is APPLIED else await self.engine.read(key)
         node["_applied"] = outcome is APPLIED
         if outcome is STALE:
             node["_reason"] = "stale: ts is older than the node's last update"
@@ -169,9 +170,7 @@ class BatchHandler(NodeHandler):
                 continue
             updates.append((key, {k: v for k, v in item.items() if k != "key"}))
         result = await self.service.apply(updates)
-        states = {}
-        for key, js in result.changed:
-            states[key] = js
+        states = dict(result.changed)
         outcomes = iter(result.results)
         items = []
         for i, item in enumerate(body):
@@ -183,7 +182,8 @@ class BatchHandler(NodeHandler):
             if isinstance(outcome, ProgressError):
                 items.append({"key": key, "ok": False, "error": outcome.as_dict()})
             elif outcome is APPLIED:
-                items.append({"key": key, "ok": True, "applied": True, "node": orjson.Fragment(states[key])})
+                items.append({"key": key, "ok": True, "applied": True,
+                              "node": decode(key, states[key], fragments=True)})
             else:
                 node = await self.engine.read(key)
                 items.append({"key": key, "ok": True, "applied": False, "reason": "stale", "node": node})

@@ -1,49 +1,48 @@
---@include fmt
+--@include slots
+--@include unpacked
+--@include weight_units
+--@include status_of
 -- Apply one validated update to a loaded node state, in memory only.
 --   u = { seq, key, ts|false, name1, json1, name2, json2, ... }; json "" removes.
+-- progress sets the node's own and shown progress; every other field goes to
+-- its client fields (weight and status also to their record slots).
 -- Returns 1 applied, 0 ignored as stale (u's ts older than the node's last
 -- applied ts; an equal ts applies), or 2 refused because the node would hold
 -- more than max_fields client fields.
 local function apply_update(s, u, max_fields)
-  local f = s.f
   local ts = u[3]
-  if ts and f._ts and ts < tonumber(f._ts) then return 0 end
-  local grow = 0
-  for j = 4, #u, 2 do
-    if u[j + 1] == '' then
-      if f[u[j]] ~= nil then grow = grow - 1 end
-    elseif f[u[j]] == nil then
-      grow = grow + 1
+  if ts and ts < s[TS] then return 0 end -- false while the node has no ts (NaN)
+  local n = #u
+  local fields
+  if n > 5 or u[4] ~= 'progress' then
+    fields = unpacked(s, FIELDS)
+    local grow = 0
+    for j = 4, n, 2 do
+      local name = u[j]
+      if name ~= 'progress' and u[j + 1] ~= '' and fields[name] == nil then grow = grow + 1 end
+    end
+    if grow > 0 then
+      local have = 0
+      for _ in pairs(fields) do have = have + 1 end
+      if have + grow > max_fields then return 2 end
     end
   end
-  if grow > 0 then
-    if s.nclient == nil then
-      local SERVER = { start_time = true, update_time = true, end_time = true, eta = true }
-      local n = 0
-      for name in pairs(f) do
-        if string.byte(name, 1) ~= 95 and not SERVER[name] then n = n + 1 end
-      end
-      s.nclient = n
-    end
-    if s.nclient + grow > max_fields then return 2 end
-  end
-  if s.nclient then s.nclient = s.nclient + grow end
-  for j = 4, #u, 2 do
+  for j = 4, n, 2 do
     local name, v = u[j], u[j + 1]
-    if v == '' then v = nil end
-    f[name] = v
-    s.dirty[name] = true
     if name == 'progress' then
-      -- The node's own value: what it shows while its children weigh nothing.
-      f._own = v
-      s.dirty._own = true
-      s.posted = u[1]
+      if v == '' then s[OWN] = 0 / 0 else s[OWN] = tonumber(v) end
+      s[P] = s[OWN]
+      s[POSTED] = u[1]
+    else
+      if v == '' then fields[name] = nil else fields[name] = v end
+      if name == 'weight' then
+        s[WM] = v == '' and 1000 or weight_units(v)
+      elseif name == 'status' then
+        s[STATUS] = v == '' and '' or status_of(v)
+      end
     end
   end
-  if ts then
-    f._ts = fmt(ts)
-    s.dirty._ts = true
-  end
-  s.applied = u[1]
+  if ts then s[TS] = ts end
+  s[APPLIED] = u[1]
   return 1
 end

@@ -1,21 +1,21 @@
 -- Why update u of the tree `root` is malformed, or nil when it is fine.
--- A second line of defence: the Python side validates first, but a script
--- must refuse anything that would corrupt the sums before its first write.
-local function check_update(root, u)
-  local RESERVED = { key = true, start_time = true, update_time = true,
-                     end_time = true, eta = true, tasks = true, ts = true }
-  if type(u) ~= 'table' or type(u[1]) ~= 'number' or type(u[2]) ~= 'string' then
-    return 'bad-batch malformed update'
-  end
+-- `prefix` is root .. '.'.  A second line of defence: the Python side
+-- validates first, but a script must refuse anything that would corrupt
+-- the sums before its first write.
+local RESERVED = { key = true, start_time = true, update_time = true,
+                   end_time = true, eta = true, tasks = true, ts = true }
+local function check_update(root, prefix, u)
   local key = u[2]
-  if not (key == root or string.sub(key, 1, #root + 1) == root .. '.')
-      or string.find(key, '[^%w_:@~%-%.]') or string.find(key, '..', 1, true)
-      or string.sub(key, -1) == '.' then
+  if type(key) ~= 'string' or type(u[1]) ~= 'number' then return 'bad-batch malformed update' end
+  if (key ~= root and string.find(key, prefix, 1, true) ~= 1)
+      or string.find(key, '..', 1, true)
+      or string.byte(key, -1) == 46 then
     return 'bad-key ' .. key
   end
   if u[3] ~= false and type(u[3]) ~= 'number' then return 'bad-batch ts of ' .. key end
-  if #u % 2 ~= 1 then return 'bad-batch odd field list of ' .. key end
-  for j = 4, #u, 2 do
+  local n = #u
+  if n % 2 ~= 1 then return 'bad-batch odd field list of ' .. key end
+  for j = 4, n, 2 do
     local name, v = u[j], u[j + 1]
     if type(name) ~= 'string' or type(v) ~= 'string' or name == '' then
       return 'bad-batch field of ' .. key
@@ -26,10 +26,10 @@ local function check_update(root, u)
     if v ~= '' then
       if name == 'progress' then
         local p = tonumber(v)
-        if p == nil or p ~= p or p < 0 or p > 1 then return 'bad-progress ' .. key end
+        if p == nil or not (p >= 0 and p <= 1) then return 'bad-progress ' .. key end
       elseif name == 'weight' then
         local w = tonumber(v)
-        if w == nil or w ~= w or w < 0 or w > 1e6 or (w > 0 and w < 0.001) then
+        if w == nil or not (w == 0 or (w >= 0.001 and w <= 1e6)) then
           return 'bad-weight ' .. key
         end
       elseif name == 'status' then

@@ -1,0 +1,20 @@
+-- A node is one record in its tree's record hash '<prefix>:{<root>}:t'
+-- (field: the node key): struct.pack(RECORD_FORMAT, ...) of
+--   id    node id (its children index is 'c:<id>')
+--   pid   parent's id (0 for the tree root); a record whose pid is not its
+--         parent's id is a leftover of a deleted subtree: it does not exist
+--   n     children ever created (their first-seen positions)
+--   nc    children now
+--   wm    weight in units of 1/1000 (an exact integer)
+--   p     progress shown (NaN: none)       own  progress posted to it (NaN: none)
+--   sw    Σ child weight units             swp  Σ child weight units × progress
+--   ts    largest producer ts applied (NaN: none)
+--   start, upd, fin   start_time, update_time, end_time in ms (fin NaN: none)
+--   eP, eT, eR        last eta sample: progress, time (ms), rate per ms (NaN: none)
+--   eta   estimated completion time in ms (NaN: none)
+--   status            its status text ('' for none), length-prefixed
+--   fields            its client fields, a cmsgpack map name -> JSON text
+--                     ('' for none), length-prefixed
+-- followed by the children's status counts (a cmsgpack map status -> count;
+-- nothing while there are none).
+local RECORD_FORMAT = '<dddddddddddddddddHc0I4c0'

@@ -1,0 +1,36 @@
+--@include slots
+--@include pack_record
+-- Write the changed states of a tree: their records (HSET, 1000 a call),
+-- new children's first-seen entries (one ZADD per parent), and the leftovers
+-- replaced by new nodes, queued for collect_garbage.lua.  Returns the flat
+-- list key1, record1, key2, record2, ... of what it wrote.
+local function write_tree(tree, changed)
+  local T = tree.T
+  local records = {}
+  local born = {} -- parent id -> ZADD arguments of its new children
+  for _, s in ipairs(changed) do
+    records[#records + 1] = s[KEY]
+    records[#records + 1] = pack_record(s)
+    local parent = s[PARENT]
+    if s[NEW] and parent then
+      local args = born[parent[ID]]
+      if args == nil then
+        args = {}
+        born[parent[ID]] = args
+      end
+      args[#args + 1] = s[ORDER]
+      args[#args + 1] = s[SEG]
+    end
+  end
+  for i = 1, #records, 2000 do
+    redis.call('HSET', T .. 't', unpack(records, i, math.min(i + 1999, #records)))
+  end
+  for pid, args in pairs(born) do
+    local c = T .. 'c:' .. string.format('%d', pid)
+    for i = 1, #args, 2000 do
+      redis.call('ZADD', c, unpack(args, i, math.min(i + 1999, #args)))
+    end
+  end
+  if #tree.gc > 0 then redis.call('RPUSH', T .. 'gc', unpack(tree.gc)) end
+  return records
+end
