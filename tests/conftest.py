@@ -59,3 +59,42 @@ async def engine(redis_client, prefix):
     e = Engine(redis_client, prefix=prefix)
     await e.start()
     return e
+
+
+@pytest.fixture
+async def server(redis_url, prefix):
+    """The REST app on a free local port: (base URL, tornado Application)."""
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+
+    from sca_progress.server.app import make_app
+    from sca_progress.server.settings import Settings
+
+    app = await make_app(Settings(redis_url=redis_url, prefix=prefix, host="127.0.0.1", port=0))
+    http = HTTPServer(app)
+    sockets = bind_sockets(0, "127.0.0.1")
+    http.add_sockets(sockets)
+    yield f"http://127.0.0.1:{sockets[0].getsockname()[1]}", app
+    http.stop()
+    await http.close_all_connections()
+    await app.settings["service"].close()
+
+
+@pytest.fixture
+def http():
+    """call(method, url, body=None, headers=None) -> (status, parsed JSON or None, response)."""
+    import orjson
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+    client = AsyncHTTPClient()
+
+    async def call(method, url, body=None, headers=None):
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = orjson.dumps(body)
+        req = HTTPRequest(url, method=method, body=body, headers=headers,
+                          allow_nonstandard_methods=True, request_timeout=60, decompress_response=True)
+        resp = await client.fetch(req, raise_error=False)
+        data = orjson.loads(resp.body) if resp.body else None
+        return resp.code, data, resp
+
+    return call

@@ -1,0 +1,114 @@
+"""`sca-progress serve` as a real process: embedded Redis, persistence, settings, TLS, SIGTERM."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import orjson
+import pytest
+
+from sca_progress.server.settings import Settings
+
+from .procs import free_port, start_service, stop_service
+
+
+def request(method, url, body=None):
+    data = orjson.dumps(body) if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, orjson.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, orjson.loads(e.read() or b"null")
+
+
+def test_serve_with_embedded_redis_keeps_trees_across_restarts(tmp_path):
+    data = tmp_path / "data"
+    proc, base, log = start_service(["--data-dir", str(data)])
+    try:
+        assert "embedded Redis" in log()
+        assert request("POST", f"{base}/status/_cli.job1.a", {"progress": 0.25, "msg": "kept"})[0] == 200
+    finally:
+        assert stop_service(proc) == 0  # SIGTERM: a clean stop
+    assert (data / "appendonly.aof").exists() or (data / "appendonlydir").exists()
+    proc, base, _ = start_service(["--data-dir", str(data)])
+    try:
+        status, node = request("GET", f"{base}/status/_cli.job1?depth=2")
+        assert status == 200 and node["progress"] == 0.25 and node["tasks"][0]["msg"] == "kept"
+    finally:
+        stop_service(proc)
+
+
+def test_settings_from_environment_and_flags(tmp_path, redis_url):
+    env = {"PROGRESS_REDIS_URL": redis_url, "PROGRESS_PREFIX": "cli-env-" + os.urandom(4).hex()}
+    proc, base, _ = start_service([], env=env)
+    try:
+        assert request("POST", f"{base}/status/_cli.env.a", {"progress": 1})[0] == 200
+    finally:
+        stop_service(proc)
+    # A flag wins over its variable: another prefix sees nothing.
+    proc, base, _ = start_service(["--prefix", env["PROGRESS_PREFIX"] + "-other"], env=env)
+    try:
+        assert request("GET", f"{base}/status/_cli.env")[0] == 404
+    finally:
+        stop_service(proc)
+
+
+def test_settings_defaults_and_bad_values():
+    s = Settings.load(None, environ={"PROGRESS_PORT": "9000", "PROGRESS_ETA_WINDOW": "30"})
+    assert s.port == 9000 and s.eta_window == 30.0 and s.host == "127.0.0.1" and s.redis_url == ""
+    with pytest.raises(SystemExit):
+        Settings.load(None, environ={"PROGRESS_PORT": "eighty"})
+
+
+def test_help_lists_every_setting():
+    out = subprocess.run([sys.executable, "-m", "sca_progress.server.cli", "serve", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for name in ("--host", "--port", "--redis-url", "--prefix", "--data-dir", "--appendfsync", "$PROGRESS_PORT"):
+        assert name in out
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="needs a redis-server on the PATH")
+def test_rediss_url(tmp_path):
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    port = free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--tls-cert-file", str(tmp_path / "cert.pem"),
+         "--tls-key-file", str(tmp_path / "key.pem"), "--tls-ca-cert-file", str(tmp_path / "ca.pem"),
+         "--tls-auth-clients", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        if redis.poll() is not None:
+            pytest.skip("this redis-server was built without TLS")
+        url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={tmp_path / 'ca.pem'}"
+        proc, base, _ = start_service(["--redis-url", url])
+        try:
+            assert request("POST", f"{base}/status/_tls.j.a", {"progress": 0.5})[0] == 200
+            assert request("GET", f"{base}/status/_tls.j")[1]["progress"] == 0.5
+        finally:
+            stop_service(proc)
+    finally:
+        redis.terminate()
+        redis.wait()
+
+
+def test_sigterm_stops_cleanly(tmp_path, redis_url):
+    proc, base, log = start_service(["--redis-url", redis_url, "--prefix", "cli-term-" + os.urandom(4).hex()])
+    assert request("POST", f"{base}/status/_t.j.a", {"progress": 1})[0] == 200
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    stop_service(proc)
+    assert re.search(r"stopping", log())

@@ -1,0 +1,179 @@
+"""The REST API over real HTTP: routes, answers, and every kind of bad input."""
+from __future__ import annotations
+
+import gzip
+
+import orjson
+import pytest
+
+
+async def test_health(server, http):
+    base, _ = server
+    status, body, _ = await http("GET", f"{base}/health")
+    assert status == 200 and body["status"] == "ok" and body["redis"] == "ok" and body["_now"] > 0
+
+
+async def test_post_then_get_the_specs_examples(server, http):
+    base, _ = server
+    status, node, _ = await http("POST", f"{base}/status/_sca.123.prep",
+                                 {"status": "running", "progress": 0.8, "name": "Important Work",
+                                  "msg": "doing something important"})
+    assert status == 200 and node["_applied"] is True and node["_now"] >= node["update_time"]
+    assert node["progress"] == 0.8 and node["name"] == "Important Work" and node["key"] == "_sca.123.prep"
+    # curl -X POST -H "Content-Type: application/json" -d '{"status": "waiting", ...}'
+    status, node, _ = await http("POST", f"{base}/status/_sca.123.download",
+                                 b'{"status": "waiting", "progress": 0, "msg":"Downloading data"}',
+                                 {"Content-Type": "application/json"})
+    assert status == 200 and node["status"] == "waiting"
+    status, tree, resp = await http("GET", f"{base}/status/_sca.123?depth=2")
+    assert status == 200 and resp.headers["Content-Type"] == "application/json"
+    assert tree["progress"] == 0.4 and tree["_children"] == ["_sca.123.prep", "_sca.123.download"]
+    assert [t["key"] for t in tree["tasks"]] == tree["_children"] and "_now" in tree
+    status, one, _ = await http("GET", f"{base}/status/_sca.123")
+    assert "tasks" not in one and one["_children_total"] == 2
+
+
+async def test_batch_results_in_input_order(server, http):
+    base, _ = server
+    status, body, _ = await http("POST", f"{base}/status", [
+        {"key": "_b.j.a", "progress": 1},
+        {"key": "_b.j.b", "progress": 7},
+        {"progress": 1},
+        "not an object",
+        {"key": "_b.j.c", "progress": 0.5, "ts": 10},
+        {"key": "_b.j.c", "progress": 0.1, "ts": 5},
+    ])
+    assert status == 200 and body["_now"] > 0
+    r = body["results"]
+    assert r[0]["ok"] and r[0]["applied"] and r[0]["node"]["progress"] == 1
+    assert not r[1]["ok"] and r[1]["error"]["code"] == "bad-progress" and r[1]["key"] == "_b.j.b"
+    assert r[2]["error"]["code"] == "bad-item" and r[3]["error"]["code"] == "bad-item"
+    assert r[4]["applied"] and r[5]["ok"] and not r[5]["applied"] and r[5]["reason"] == "stale"
+    assert r[5]["node"]["progress"] == 0.5
+    status, tree, _ = await http("GET", f"{base}/status/_b.j")
+    assert tree["progress"] == pytest.approx(0.75)
+
+
+async def test_stale_single_post_says_so(server, http):
+    base, _ = server
+    await http("POST", f"{base}/status/_s.j.a", {"progress": 0.5, "ts": 10})
+    status, node, _ = await http("POST", f"{base}/status/_s.j.a", {"progress": 0.2, "ts": 9})
+    assert status == 200 and node["_applied"] is False and "stale" in node["_reason"] and node["progress"] == 0.5
+
+
+async def test_delete(server, http):
+    base, app = server
+    await http("POST", f"{base}/status/_d.j.a.x", {"progress": 1})
+    await http("POST", f"{base}/status/_d.j.b", {"progress": 0})
+    status, body, resp = await http("DELETE", f"{base}/status/_d.j.a")
+    assert status == 204 and body is None
+    assert (await http("GET", f"{base}/status/_d.j.a.x"))[0] == 404
+    assert (await http("GET", f"{base}/status/_d.j"))[1]["progress"] == 0
+    assert (await http("DELETE", f"{base}/status/_d.j.a"))[0] == 404
+
+
+async def test_namespaces_and_listing(server, http):
+    base, _ = server
+    for j in ("j1", "j2"):
+        await http("POST", f"{base}/status/_portal.{j}.x", {"progress": 0.5})
+    status, ns, _ = await http("GET", f"{base}/status/_portal?depth=2&order=recent")
+    assert status == 200 and ns["namespace"] and ns["_children"] == ["_portal.j2", "_portal.j1"]
+    assert [t["progress"] for t in ns["tasks"]] == [0.5, 0.5]
+    status, top, _ = await http("GET", f"{base}/status")
+    assert status == 200 and "_portal" in top["_children"]
+
+
+async def test_paging_and_gzip(server, http):
+    base, _ = server
+    await http("POST", f"{base}/status", [{"key": f"_g.j.c{i}", "msg": "x" * 50} for i in range(50)])
+    status, page, _ = await http("GET", f"{base}/status/_g.j?depth=2&limit=20")
+    assert len(page["tasks"]) == 20 and page["_children_total"] == 50
+    status, page2, _ = await http("GET", f"{base}/status/_g.j?depth=2&limit=20&cursor={page['_children_next']}")
+    assert page2["_children"][0] == "_g.j.c20"
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+    resp = await AsyncHTTPClient().fetch(HTTPRequest(f"{base}/status/_g.j?depth=2", headers={
+        "Accept-Encoding": "gzip"}, decompress_response=False))
+    assert resp.headers["Content-Encoding"] == "gzip"
+    assert orjson.loads(gzip.decompress(resp.body))["_children_total"] == 50
+
+
+@pytest.mark.parametrize("method, path, body, status, code", [
+    ("POST", "/status/_x.j", b"{not json", 400, "bad-json"),
+    ("POST", "/status/_x.j", b"", 400, "bad-body"),
+    ("POST", "/status/_x.j", b"[1]", 400, "bad-body"),
+    ("POST", "/status/_x.j", b'{"progress": 2}', 400, "bad-progress"),
+    ("POST", "/status/_x.j", b'{"progress": NaN}', 400, "bad-json"),
+    ("POST", "/status/_x.j", b'{"weight": -1}', 400, "bad-weight"),
+    ("POST", "/status/_x.j", b'{"status": 5}', 400, "bad-type"),
+    ("POST", "/status/_x.j", b'{"_x": 5}', 400, "reserved-field"),
+    ("POST", "/status/_x.j", b'{"eta": 5}', 400, "reserved-field"),
+    ("POST", "/status/_x.j", b'{"key": "y"}', 400, "reserved-field"),
+    ("POST", "/status/_x.j", orjson.dumps({f"f{i}": 1 for i in range(65)}), 400, "too-many-fields"),
+    ("POST", "/status/_x.j", orjson.dumps({"msg": "x" * 9000}), 400, "value-too-long"),
+    ("POST", "/status/_x", b'{"progress": 1}', 400, "namespace-key"),
+    ("POST", "/status/a..b", b'{"progress": 1}', 400, "bad-key"),
+    ("POST", "/status/a%20b", b'{"progress": 1}', 400, "bad-key"),
+    ("POST", "/status/" + "x" * 300, b'{"progress": 1}', 400, "bad-key"),
+    ("POST", "/status", b'{"key": "_x.j"}', 400, "bad-body"),
+    ("GET", "/status/_x.j?depth=abc", None, 400, "bad-depth"),
+    ("GET", "/status/_x.j?depth=99", None, 400, "bad-depth"),
+    ("GET", "/status/_x.j?limit=0", None, 400, "bad-limit"),
+    ("GET", "/status/_x.j?cursor=zz", None, 400, "bad-cursor"),
+    ("GET", "/status/_x.j.none", None, 404, "not-found"),
+    ("GET", "/nowhere", None, 404, "http-404"),
+    ("PUT", "/status/_x.j", b"{}", 405, "http-405"),
+    ("DELETE", "/status/_x", None, 400, "namespace-key"),
+])
+async def test_bad_input_gets_a_clear_error_and_changes_nothing(server, http, method, path, body, status, code):
+    base, _ = server
+    got, err, resp = await http(method, f"{base}{path}", body)
+    assert got == status, err
+    assert err["error"]["code"] == code and err["error"]["message"]
+    assert resp.headers["Content-Type"] == "application/json"
+    assert (await http("GET", f"{base}/status/_x.j"))[0] == 404  # nothing was written
+
+
+async def test_body_too_large(server, http):
+    base, app = server
+    assert app.settings["engine"].limits.max_body_bytes == 4 * 1024 * 1024
+    big = b'{"msg": "' + b"x" * (5 * 1024 * 1024) + b'"}'
+    status, err, _ = await http("POST", f"{base}/status/_big.j", big)
+    assert status == 413 and err["error"]["code"] == "too-large"
+    batch = orjson.dumps([{"key": f"_big.j.{i}"} for i in range(10_001)])
+    status, err, _ = await http("POST", f"{base}/status", batch)
+    assert status == 413 and err["error"]["code"] == "too-large"
+    assert (await http("GET", f"{base}/status/_big.j"))[0] == 404
+
+
+async def test_redis_unreachable_is_503(redis_url, prefix, http, tmp_path):
+    """A private Redis that the test stops: reads and writes answer 503, health too."""
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+
+    from sca_progress.engine.embedded import EmbeddedRedis
+    from sca_progress.server.app import make_app
+    from sca_progress.server.settings import Settings
+
+    private = EmbeddedRedis(tmp_path / "r")  # append-only: the data outlives the restart
+    url = private.start()
+    app = await make_app(Settings(redis_url=url, prefix=prefix))
+    srv = HTTPServer(app)
+    socks = bind_sockets(0, "127.0.0.1")
+    srv.add_sockets(socks)
+    base = f"http://127.0.0.1:{socks[0].getsockname()[1]}"
+    try:
+        assert (await http("POST", f"{base}/status/_r.j.a", {"progress": 1}))[0] == 200
+        private.stop()
+        for method, path, body in (("GET", "/status/_r.j", None), ("POST", "/status/_r.j.a", {"progress": 1}),
+                                   ("POST", "/status", [{"key": "_r.j.b"}]), ("DELETE", "/status/_r.j.a", None),
+                                   ("GET", "/health", None)):
+            status, err, _ = await http(method, base + path, body)
+            assert status == 503, (method, path, status, err)
+        private.start()
+        assert (await http("GET", f"{base}/status/_r.j"))[1]["progress"] == 1  # back by itself
+        assert (await http("POST", f"{base}/status/_r.j.b", {"progress": 0}))[0] == 200  # scripts reloaded
+    finally:
+        srv.stop()
+        await app.settings["service"].close()
+        private.stop()

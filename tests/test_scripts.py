@@ -1,0 +1,55 @@
+"""The Lua loader: includes inlined once, nested, cycles refused; every script renders."""
+import re
+
+import pytest
+
+from sca_progress.engine.scripts import SCRIPT_NAMES, Scripts, render
+
+
+def fake(files):
+    def read(path):
+        return files[path]
+    return read
+
+
+def test_includes_are_inlined_once_and_nested():
+    files = {
+        "main.lua": "--@include a\n--@include b\nreturn 1\n",
+        "include/a.lua": "--@include c\nlocal function a() end\n",
+        "include/b.lua": "--@include c\nlocal function b() end\n",
+        "include/c.lua": "local function c() end\n",
+    }
+    src = render("main", fake(files))
+    assert src.count("local function c()") == 1
+    assert src.index("local function c()") < src.index("local function a()") < src.index("local function b()")
+    assert "@include" not in src.replace("(c included above)", "")
+
+
+def test_include_cycle_is_refused():
+    files = {"main.lua": "--@include a\n", "include/a.lua": "--@include b\n", "include/b.lua": "--@include a\n"}
+    with pytest.raises(ValueError, match="cycle"):
+        render("main", fake(files))
+
+
+def test_missing_include_fails_loudly():
+    with pytest.raises(KeyError):
+        render("main", fake({"main.lua": "--@include nope\n"}))
+
+
+def test_every_script_renders_with_all_includes_resolved():
+    scripts = Scripts()
+    assert set(scripts.source) == set(SCRIPT_NAMES)
+    for name, src in scripts.source.items():
+        assert not re.search(r"^--@include", src, re.MULTILINE), name
+        assert src.lstrip().startswith("--[["), f"{name}.lua must open with its header block"
+        # Each include's function is defined once at most.
+        defined = re.findall(r"^local function (\w+)", src, re.MULTILINE)
+        assert len(defined) == len(set(defined)), name
+
+
+async def test_scripts_reload_after_script_flush(engine, redis_client):
+    await engine.apply([("_t.j.a", {"progress": 0.5})])
+    await redis_client.script_flush()
+    result = await engine.apply([("_t.j.b", {"progress": 1})])
+    assert result.results == ["applied"]
+    assert (await engine.read("_t.j"))["progress"] == 0.75
