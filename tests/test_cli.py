@@ -15,6 +15,7 @@ import pytest
 
 from sca_progress.server.settings import Settings
 
+from .conftest import RUN_PREFIX
 from .procs import free_port, start_service, stop_service
 
 
@@ -46,7 +47,7 @@ def test_serve_with_embedded_redis_keeps_trees_across_restarts(tmp_path):
 
 
 def test_settings_from_environment_and_flags(tmp_path, redis_url):
-    env = {"PROGRESS_REDIS_URL": redis_url, "PROGRESS_PREFIX": "cli-env-" + os.urandom(4).hex()}
+    env = {"PROGRESS_REDIS_URL": redis_url, "PROGRESS_PREFIX": f"{RUN_PREFIX}-cli-env-{os.urandom(4).hex()}"}
     proc, base, _ = start_service([], env=env)
     try:
         assert request("POST", f"{base}/status/_cli.env.a", {"progress": 1})[0] == 200
@@ -106,7 +107,7 @@ def test_rediss_url(tmp_path):
 
 
 def test_sigterm_stops_cleanly(tmp_path, redis_url):
-    proc, base, log = start_service(["--redis-url", redis_url, "--prefix", "cli-term-" + os.urandom(4).hex()])
+    proc, base, log = start_service(["--redis-url", redis_url, "--prefix", f"{RUN_PREFIX}-cli-term-{os.urandom(4).hex()}"])
     assert request("POST", f"{base}/status/_t.j.a", {"progress": 1})[0] == 200
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
