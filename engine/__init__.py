@@ -2,7 +2,7 @@
 
 Start at engine.py (the Engine API); the roll-up math is lua/include/rollup.lua.
 """
-from .engine import APPLIED, STALE, ApplyResult, DeleteResult, Engine, now_ms
+from .engine import APPLIED, STALE, ApplyResult, DeleteResult, Engine, Event, now_ms
 from .errors import (
     InvalidKey,
     InvalidUpdate,
@@ -15,7 +15,7 @@ from .keys import check_key, is_namespace, tree_root
 from .limits import Limits
 
 __all__ = [
-    "APPLIED", "STALE", "ApplyResult", "DeleteResult", "Engine", "InvalidKey", "InvalidUpdate",
+    "APPLIED", "STALE", "ApplyResult", "DeleteResult", "Engine", "Event", "InvalidKey", "InvalidUpdate",
     "Limits", "NotFound", "ProgressError", "StorageUnavailable", "TooLarge", "check_key",
     "is_namespace", "now_ms", "tree_root",
 ]

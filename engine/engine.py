@@ -13,6 +13,7 @@ from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 
+import msgpack
 import orjson
 
 from .errors import InvalidUpdate, NotFound, ProgressError, StorageUnavailable
@@ -29,6 +30,30 @@ APPLIED = "applied"
 STALE = "stale"  # ignored: its ts is older than the node's last applied ts
 
 
+@dataclass(frozen=True)
+class Event:
+    """A node whose status became finished, failed or canceled (a completion event)."""
+
+    id: str  # '<key>@<end_time>': unique per entry into the terminal state
+    key: str
+    status: str
+    start_time: int
+    end_time: int
+
+    @property
+    def duration_ms(self) -> int:
+        return self.end_time - self.start_time
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "key": self.key, "status": self.status, "start_time": self.start_time,
+                "end_time": self.end_time, "duration_ms": self.duration_ms}
+
+    @classmethod
+    def from_packed(cls, event_id: bytes, packed: bytes) -> "Event":
+        key, status, start, end = msgpack.unpackb(packed, raw=True)
+        return cls(event_id.decode(), key.decode(), status.decode(), int(start), int(end))
+
+
 @dataclass
 class ApplyResult:
     """What one apply() did.
@@ -39,11 +64,13 @@ class ApplyResult:
              asked for), ancestors first within each tree: what live feeds
              publish.  records.decode() turns a record into its JSON object.
     now      the server time (ms) the batch was applied at
+    events   completion events of this batch (when asked for)
     """
 
     results: list
     changed: list[tuple[str, bytes]]
     now: int
+    events: list[Event] = field(default_factory=list)
 
     def node(self, key: str, fragments: bool = False) -> dict | None:
         """The new state of *key* if it changed in this batch."""
@@ -106,7 +133,7 @@ class Engine:
     # -- writing -------------------------------------------------------------
 
     async def apply(self, updates: Iterable[tuple[str, Mapping]], snapshots: str = "all",
-                    watched: Container[str] = ()) -> ApplyResult:
+                    watched: Container[str] = (), events: bool = False) -> ApplyResult:
         """Validate and apply a batch of (key, fields) in one round trip.
 
         Each update is validated on its own: a bad one gets its error in
@@ -117,6 +144,11 @@ class Engine:
         ``changed`` holds the records of every changed node (snapshots
         "all"), of the updated nodes only ("updated") or of none ("none");
         trees whose root is in *watched* always get all of theirs.
+
+        With *events*, nodes whose status became finished, failed or canceled
+        are returned in ``events`` and kept in their tree's outbox until
+        ack_events(): an event is not lost if the caller dies before it
+        published it (pending_events() finds it again).
         """
         mode = _SNAPSHOT_MODES[snapshots]
         now = now_ms()
@@ -145,7 +177,7 @@ class Engine:
                     entry.append(enc)
                 keys.append(self.keys.records(root))
                 packed.append([root, entry, 2 if root in watched else mode])
-            args = (now, self.eta_window_ms, self.limits.max_fields_per_node, pack(packed))
+            args = (now, self.eta_window_ms, self.limits.max_fields_per_node, pack(packed), int(events))
             calls.append(("apply_updates", keys, args))
             positions.append(pos)
 
@@ -154,17 +186,52 @@ class Engine:
             if isinstance(r, StorageUnavailable):
                 raise r
         changed: list[tuple[str, bytes]] = []
+        ended: list[Event] = []
         for pos, reply in zip(positions, replies[n_index:]):
             if isinstance(reply, ProgressError):
                 for i in pos:
                     results[i] = reply
                 continue
-            statuses, flat = unpack(reply)
+            statuses, flat, evs = unpack(reply)
+            ended.extend(Event.from_packed(i, e) for i, e in zip(evs[0::2], evs[1::2]))
             for i, st in zip(pos, statuses):
                 results[i] = APPLIED if st == 1 else STALE if st == 0 else bad(
                     "too-many-fields", f"a node may hold at most {self.limits.max_fields_per_node} fields")
             changed.extend(zip([k.decode() for k in flat[0::2]], flat[1::2]))
-        return ApplyResult(results, changed, now)
+        return ApplyResult(results, changed, now, ended)
+
+    async def ack_events(self, events: Iterable[Event]) -> None:
+        """Drop published events from their trees' outboxes."""
+        by_tree: dict[str, list[str]] = {}
+        for e in events:
+            by_tree.setdefault(tree_root(e.key), []).append(e.id)
+        if not by_tree:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for root, ids in by_tree.items():
+                    pipe.hdel(self.keys.tree(root) + "out", *ids)
+                await pipe.execute()
+        except Exception as e:  # noqa: BLE001 - any Redis failure
+            raise StorageUnavailable(f"redis unavailable: {e}") from e
+
+    async def pending_events(self, min_age_ms: int = 30_000, limit: int = 10_000) -> list[Event]:
+        """Events still in outboxes that ended at least *min_age_ms* ago: left
+        behind by a process that died before publishing them (SCAN: for a
+        periodic sweep, not a hot path)."""
+        cutoff = now_ms() - min_age_ms
+        found: list[Event] = []
+        try:
+            async for key in self.redis.scan_iter(match=f"{self.keys.prefix}:{{*}}:out", count=1000):
+                for event_id, packed in (await self.redis.hgetall(key)).items():
+                    event = Event.from_packed(event_id, packed)
+                    if event.end_time <= cutoff:
+                        found.append(event)
+                if len(found) >= limit:
+                    break
+        except Exception as e:  # noqa: BLE001 - any Redis failure
+            raise StorageUnavailable(f"redis unavailable: {e}") from e
+        return found[:limit]
 
     def _group(self, trees: dict[str, list]) -> list[list[str]]:
         """Trees per script call: whole trees, at most max_updates_per_call updates

@@ -16,11 +16,10 @@ Redis Cluster hash tag, so every key of one tree lives in one slot):
                              id, parent id, weight, progress, sums, times, eta
                              state, status and children's status counts,
                              packed (lua/include/record_format.lua)
-    P:{R}:n:<id>     hash    the client fields of node <id> (msg, status, any
-                             other posted key), each value stored as JSON text
     P:{R}:c:<id>     zset    children of node <id>: member segment, score first-seen order
     P:{R}:ids        string  node id counter of the tree
     P:{R}:gc         list    '<id> <key>' of detached nodes whose storage is not freed yet
+    P:{R}:out        hash    completion events not yet published (id -> event)
     P:{N}:ns         zset    trees and namespaces directly under namespace N, by first-seen order
     P:{N}:nsr        zset    the same members, scored by last update time (ms)
     P:{N}:nsn        string  first-seen counter of namespace N

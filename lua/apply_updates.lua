@@ -17,13 +17,19 @@
                 snapshots  which nodes' records to return: 0 none, 1 the
                            updated nodes, 2 every node whose state changed
               Updates of one node are applied in the order given.
+    ARGV[5]   "1": record completion events in each tree's outbox hash
+              '<prefix>:{<root>}:out' and return them; "0": neither
   Output:
-    msgpack { statuses, changed }
+    msgpack { statuses, changed, events }
       statuses  one per update, by seq: 1 applied, 0 ignored as stale,
                 2 refused (the node would hold too many fields)
       changed   flat array key1, record1, key2, record2, ...: the stored
                 record (record_format.lua) of each node asked for, ancestors
                 first within a tree
+      events    flat array id1, event1, ...: a node whose status became
+                finished, failed or canceled in this call; id is
+                '<key>@<end ms>', event a msgpack array
+                { key, status, start_time, end_time } (ms)
   Errors (before any write):
     bad-batch <reason>          ARGV[4] malformed or not aligned with KEYS
     bad-key <key>               node key not valid or not in its tree
@@ -36,6 +42,7 @@ local now = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
 local max_fields = tonumber(ARGV[3])
 local ok, batch = pcall(cmsgpack.unpack, ARGV[4])
+local record_events = ARGV[5] == '1'
 
 --@include check_update
 --@include path_keys
@@ -64,7 +71,7 @@ end
 local statuses, trees = {}, {}
 for i, entry in ipairs(batch) do
   local tree = { T = string.sub(KEYS[i], 1, -2), root = entry[1], raw = {}, up = {}, nodes = {},
-                 levels = {}, deepest = 0, gc = {} }
+                 levels = {}, deepest = 0, gc = {}, ended = {} }
   local keys = {}
   for _, u in ipairs(entry[2]) do path_keys(tree, u[2], keys) end
   fetch_records(tree, keys)
@@ -75,9 +82,21 @@ for i, entry in ipairs(batch) do
   trees[i] = tree
 end
 
-local out = {}
+local out, events = {}, {}
 for i, tree in ipairs(trees) do
   local written = write_tree(tree, tree.changed)
+  if record_events and #tree.ended > 0 then
+    local outbox = {}
+    for _, s in ipairs(tree.ended) do
+      local id = s[KEY] .. '@' .. string.format('%d', s[FIN])
+      local event = cmsgpack.pack({ s[KEY], s[STATUS], s[START], s[FIN] })
+      outbox[#outbox + 1] = id
+      outbox[#outbox + 1] = event
+      events[#events + 1] = id
+      events[#events + 1] = event
+    end
+    redis.call('HSET', tree.T .. 'out', unpack(outbox))
+  end
   local mode = batch[i][3]
   if mode > 0 then
     for j, s in ipairs(tree.changed) do
@@ -88,4 +107,4 @@ for i, tree in ipairs(trees) do
     end
   end
 end
-return cmsgpack.pack({ statuses, out })
+return cmsgpack.pack({ statuses, out, events })

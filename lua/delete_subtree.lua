@@ -33,7 +33,7 @@ if root == nil or not (key == root or string.sub(key, 1, #root + 1) == root .. '
   return redis.error_reply('bad-key ' .. key)
 end
 local tree = { T = string.sub(KEYS[1], 1, -2), root = root, raw = {}, up = {}, nodes = {},
-               levels = {}, deepest = 0, gc = {} }
+               levels = {}, deepest = 0, gc = {}, ended = {} }
 local s = load_node(tree, key, false)
 if s == nil then return cmsgpack.pack({ 0, {} }) end
 

@@ -57,7 +57,7 @@ for r, q in ipairs(requests) do
   local root = t and string.match(t, '{(.*)}:t$')
   if root == nil then return redis.error_reply('bad-batch request ' .. r .. ' names no tree') end
   local tree = { T = string.sub(t, 1, -2), root = root, raw = {}, up = {}, nodes = {},
-                 levels = {}, deepest = 0, gc = {} }
+                 levels = {}, deepest = 0, gc = {}, ended = {} }
   if q[1] == 'k' then
     local keys = {}
     path_keys(tree, q[3], keys)

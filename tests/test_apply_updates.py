@@ -6,8 +6,9 @@ from sca_progress.engine import InvalidUpdate
 from sca_progress.engine.scripts import pack, unpack
 
 
-async def call(engine, keys, packed_arg, now=1000, tau=60000, max_fields=128):
-    (reply,) = await engine.scripts.run(engine.redis, [("apply_updates", keys, [now, tau, max_fields, packed_arg])])
+async def call(engine, keys, packed_arg, now=1000, tau=60000, max_fields=128, events=0):
+    (reply,) = await engine.scripts.run(
+        engine.redis, [("apply_updates", keys, [now, tau, max_fields, packed_arg, events])])
     return reply
 
 
@@ -67,7 +68,7 @@ async def test_statuses_and_records(engine):
     ups = [[1, "_t.j.a", 10, "progress", "0.5", "f1", "1"],
            [2, "_t.j.a", 5, "progress", "0.1"],  # older ts: stale
            [3, "_t.j.b", False, "f1", "1", "f2", "2"]]  # too many fields with max 1
-    statuses, changed = unpack(await call(engine, keys, pack([["_t.j", ups, 2]]), max_fields=1))
+    statuses, changed, events = unpack(await call(engine, keys, pack([["_t.j", ups, 2]]), max_fields=1))
     assert statuses == [1, 0, 2]
     assert [k for k in changed[0::2]] == [b"_t.j", b"_t.j.a"]  # the refused update created nothing
     assert not await engine.redis.hexists(keys[0], "_t.j.b")
@@ -78,5 +79,13 @@ async def test_returns_only_what_the_mode_asks(engine):
     keys = [engine.keys.records("_t.j")]
     ups = [[1, "_t.j.a.b", False, "progress", "0.5"]]
     for mode, want in ((0, []), (1, [b"_t.j.a.b"]), (2, [b"_t.j", b"_t.j.a", b"_t.j.a.b"])):
-        _, changed = msgpack.unpackb(await call(engine, keys, pack([["_t.j", ups, mode]])), raw=True)
+        _, changed, _ = msgpack.unpackb(await call(engine, keys, pack([["_t.j", ups, mode]])), raw=True)
         assert changed[0::2] == want
+
+
+async def test_events_go_to_the_outbox_when_asked(engine):
+    keys = [engine.keys.records("_t.j")]
+    ups = [[1, "_t.j.a", False, "status", '"finished"']]
+    _, _, events = unpack(await call(engine, keys, pack([["_t.j", ups, 0]]), now=5000, events=1))
+    assert events[0] == b"_t.j.a@5000" and msgpack.unpackb(events[1]) == ["_t.j.a", "finished", 5000, 5000]
+    assert await engine.redis.hgetall(engine.keys.tree("_t.j") + "out") == {events[0]: events[1]}

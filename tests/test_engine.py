@@ -364,3 +364,22 @@ async def test_one_tree_per_call_gives_the_same_trees(redis_client, prefix):
                 for k, v in n.items() if k not in ("start_time", "update_time", "eta")}
 
     assert [strip(t) for t in trees[0]] == [strip(t) for t in trees[1]]
+
+
+async def test_completion_events_once_per_entry_and_outbox(engine):
+    res = await engine.apply([("_t.j.a", {"status": "running"}), ("_t.j.b", {"status": "finished"})], events=True)
+    assert [(e.key, e.status) for e in res.events] == [("_t.j.b", "finished")]
+    ev = res.events[0]
+    assert ev.id == f"_t.j.b@{ev.end_time}" and ev.duration_ms == ev.end_time - ev.start_time >= 0
+    res = await engine.apply([("_t.j.b", {"status": "finished", "msg": "again"})], events=True)
+    assert res.events == []  # still finished: not a new entry
+    res = await engine.apply([("_t.j", {"status": "canceled"}), ("_t.j.a", {"status": "failed"})], events=True)
+    assert sorted(e.key for e in res.events) == ["_t.j", "_t.j.a"]  # parents too, when told
+    # Everything stays in the outbox until acknowledged.
+    pending = await engine.pending_events(min_age_ms=0)
+    assert sorted(e.key for e in pending) == ["_t.j", "_t.j.a", "_t.j.b"]
+    await engine.ack_events(pending[:2])
+    assert len(await engine.pending_events(min_age_ms=0)) == 1
+    assert await engine.pending_events(min_age_ms=60_000) == []
+    res = await engine.apply([("_t.j.c", {"status": "finished"})])  # events off: nothing recorded
+    assert res.events == [] and len(await engine.pending_events(min_age_ms=0)) == 1

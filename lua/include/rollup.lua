@@ -16,8 +16,8 @@
 --             Values within 1e-10 of 0 or 1 snap to them, so float drift
 --             never leaves a finished parent at 99.99999999 %.
 --   times     start_time when new; update_time = now; end_time set when the
---             status changes to finished, failed or canceled, cleared when it
---             changes to anything else.
+--             status changes to finished, failed or canceled (the node is then
+--             listed in tree.ended), cleared when it changes to anything else.
 --   eta       r, an exponentially weighted rate of progress per ms over a
 --             time constant tau, sampled whenever the node changes (so a
 --             stall lowers it).  A sample spanning dt ms weighs
@@ -64,7 +64,12 @@ local function rollup(tree, now, tau)
         s[UPD] = now
         local status = s[STATUS]
         if status ~= s[STATUS0] then
-          if TERMINAL[status] then s[FIN] = now else s[FIN] = NONE end
+          if TERMINAL[status] then
+            s[FIN] = now
+            tree.ended[#tree.ended + 1] = s
+          else
+            s[FIN] = NONE
+          end
         end
 
         local eT = s[ET]
