@@ -111,6 +111,13 @@ class EmbeddedRedis:
             shutil.rmtree(self._sock_dir, ignore_errors=True)
             self._sock_dir = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: only what reached the append-only file survives."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.stop()
+
     def __enter__(self) -> "EmbeddedRedis":
         self.start()
         return self

@@ -110,6 +110,7 @@ class Engine:
         max_updates_per_call: int = 2000,
         one_tree_per_call: bool = False,
         gc_budget: int = 1000,
+        feed: bool = False,
     ) -> None:
         self.redis = redis
         self.keys = RedisKeys(prefix)
@@ -118,11 +119,21 @@ class Engine:
         self.max_updates_per_call = max_updates_per_call
         self.one_tree_per_call = one_tree_per_call
         self.gc_budget = gc_budget
+        self.feed = feed
+        #: How scripts publish the changes of watched trees: "" (no live feed),
+        #: "SPUBLISH" (sharded pub/sub, Redis 7) or "PUBLISH"; set by start().
+        self.feed_command = ""
         self.scripts = Scripts()
         self.reader = TreeReader(self)
 
     async def start(self) -> None:
         await self.scripts.load(self.redis)
+        if self.feed:
+            try:
+                version = (await self.redis.info("server"))["redis_version"]
+            except Exception as e:  # noqa: BLE001 - any Redis failure
+                raise StorageUnavailable(f"redis unavailable: {e}") from e
+            self.feed_command = "SPUBLISH" if int(str(version).split(".")[0]) >= 7 else "PUBLISH"
 
     async def ping(self) -> bool:
         try:
@@ -177,7 +188,8 @@ class Engine:
                     entry.append(enc)
                 keys.append(self.keys.records(root))
                 packed.append([root, entry, 2 if root in watched else mode])
-            args = (now, self.eta_window_ms, self.limits.max_fields_per_node, pack(packed), int(events))
+            args = (now, self.eta_window_ms, self.limits.max_fields_per_node, pack(packed), int(events),
+                    self.feed_command)
             calls.append(("apply_updates", keys, args))
             positions.append(pos)
 
@@ -253,7 +265,7 @@ class Engine:
         for root in roots:
             for ns, child in namespace_chain(root):
                 by_ns.setdefault(ns, set()).add(child)
-        return [("index_trees", [self.keys.ns(ns)], [now, *sorted(children)])
+        return [("index_trees", [self.keys.ns(ns)], [now, self.feed_command, *sorted(children)])
                 for ns, children in by_ns.items()]
 
     async def delete(self, key: str, snapshots: bool = True) -> DeleteResult:
@@ -270,7 +282,7 @@ class Engine:
         now = now_ms()
         (reply,) = await self.scripts.run(
             self.redis,
-            [("delete_subtree", [self.keys.records(root)], [now, self.eta_window_ms, key, int(snapshots)])])
+            [("delete_subtree", [self.keys.records(root)], [now, self.eta_window_ms, key, int(snapshots), self.feed_command])])
         if isinstance(reply, ProgressError):
             raise reply
         found, flat = unpack(reply)
@@ -279,20 +291,25 @@ class Engine:
         try:
             await self.redis.sadd(self.keys.gc_trees, root)
             if key == root:
-                await self._unindex(root)
+                await self._unindex(root, now)
         except Exception as e:  # noqa: BLE001 - any Redis failure
             raise StorageUnavailable(f"redis unavailable: {e}") from e
         changed = list(zip([k.decode() for k in flat[0::2]], flat[1::2]))
         return DeleteResult(key, changed, now)
 
-    async def _unindex(self, root: str) -> None:
-        """Remove a deleted tree from its namespace, and namespaces left empty from theirs."""
+    async def _unindex(self, root: str, now: int) -> None:
+        """Remove a deleted tree from its namespace, and namespaces left empty from
+        theirs; a watched namespace's feed hears of each removal."""
         for ns, child in namespace_chain(root):
+            base = self.keys.ns_base(ns)
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.zrem(self.keys.ns(ns), child)
                 pipe.zrem(self.keys.ns_recent(ns), child)
                 pipe.zcard(self.keys.ns(ns))
-                _, _, left = await pipe.execute()
+                pipe.exists(base + "w")
+                _, _, left, watched = await pipe.execute()
+            if watched and self.feed_command:
+                await self.redis.execute_command(self.feed_command, base + "f", pack([now, [], child]))
             if left or ns == "":
                 return
 
@@ -324,6 +341,10 @@ class Engine:
                    cursor: str | None = None, order: str = "first") -> dict:
         """The node *key* (or namespace) with *depth* levels loaded; see read.py."""
         return await self.reader.read(key, depth, limit, cursor, order)
+
+    async def read_many(self, keys: list[str]) -> list[dict]:
+        """The nodes (depth 1) of many trees' keys in one round trip; missing ones are left out."""
+        return await self.reader.read_many(keys)
 
     async def read_json(self, key: str, depth: int = 1, limit: int | None = None,
                         cursor: str | None = None, order: str = "first", more: dict | None = None) -> bytes:

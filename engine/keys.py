@@ -20,9 +20,12 @@ Redis Cluster hash tag, so every key of one tree lives in one slot):
     P:{R}:ids        string  node id counter of the tree
     P:{R}:gc         list    '<id> <key>' of detached nodes whose storage is not freed yet
     P:{R}:out        hash    completion events not yet published (id -> event)
+    P:{R}:w          string  present while some server has live-feed subscribers of the tree
+    P:{R}:f          channel the tree's changes, published while it is watched
     P:{N}:ns         zset    trees and namespaces directly under namespace N, by first-seen order
     P:{N}:nsr        zset    the same members, scored by last update time (ms)
     P:{N}:nsn        string  first-seen counter of namespace N
+    P:{N}:w, P:{N}:f         watch marker and channel of namespace N (its trees' changes)
     P:gc-trees       set     tree roots with garbage left to free
 
 Why the records of a tree share one hash: an update to a leaf of a depth-5
@@ -133,7 +136,16 @@ class RedisKeys:
 
     def ns(self, namespace: str) -> str:
         """First-seen index of a namespace; ``nsr`` and ``nsn`` are derived from it."""
-        return f"{self.prefix}:{{{namespace or _TOP_TAG}}}:ns"
+        return self.ns_base(namespace) + "ns"
+
+    def ns_base(self, namespace: str) -> str:
+        return f"{self.prefix}:{{{namespace or _TOP_TAG}}}:"
+
+    def feed_base(self, key: str) -> str:
+        """Common prefix of the watch marker ('w') and channel ('f') a live-feed
+        subscription to *key* needs: its tree's, or its namespace's."""
+        root = tree_root(key) if key else None
+        return self.tree(root) if root else self.ns_base(key)
 
     def ns_recent(self, namespace: str) -> str:
         return self.ns(namespace) + "r"

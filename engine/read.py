@@ -84,6 +84,15 @@ class TreeReader:
                     raise StorageUnavailable("the tree kept changing under the read; try again") from None
         raise AssertionError("unreachable")
 
+    async def read_many(self, keys: list[str]) -> list[dict]:
+        """Depth-1 nodes of *keys* (tree nodes or namespaces) in one round trip of reads."""
+        lim = self.engine.limits.default_children_limit
+        trees = [k for k in keys if not is_namespace(k)]
+        replies = await self._run([(tree_root(k), ("k", k)) for k in trees], lim, "")
+        out = [_loaded(r, k, tree_root(k), False).node for k, r in zip(trees, replies) if r is not False]
+        spaces = await self._namespaces([k for k in keys if is_namespace(k)], lim, "", "first")
+        return out + [x.node for x in spaces if x is not None]
+
     async def _read(self, key, depth, limit, cursor, order, fragments) -> dict:
         lim = self.engine.limits
         if is_namespace(key):

@@ -19,6 +19,11 @@
               Updates of one node are applied in the order given.
     ARGV[5]   "1": record completion events in each tree's outbox hash
               '<prefix>:{<root>}:out' and return them; "0": neither
+    ARGV[6]   live feed: "PUBLISH" or "SPUBLISH" (sharded, Redis 7) to publish
+              the changes of each tree that is watched (its key
+              '<prefix>:{<root>}:w' exists) on its channel '<prefix>:{<root>}:f';
+              "" to publish nothing
+              message: msgpack { now, { key1, record1, ... }, false }
   Output:
     msgpack { statuses, changed, events }
       statuses  one per update, by seq: 1 applied, 0 ignored as stale,
@@ -43,6 +48,7 @@ local tau = tonumber(ARGV[2])
 local max_fields = tonumber(ARGV[3])
 local ok, batch = pcall(cmsgpack.unpack, ARGV[4])
 local record_events = ARGV[5] == '1'
+local feed = ARGV[6] or ''
 
 --@include check_update
 --@include path_keys
@@ -85,6 +91,9 @@ end
 local out, events = {}, {}
 for i, tree in ipairs(trees) do
   local written = write_tree(tree, tree.changed)
+  if feed ~= '' and #written > 0 and redis.call('EXISTS', tree.T .. 'w') == 1 then
+    redis.call(feed, tree.T .. 'f', cmsgpack.pack({ now, written, false }))
+  end
   if record_events and #tree.ended > 0 then
     local outbox = {}
     for _, s in ipairs(tree.ended) do

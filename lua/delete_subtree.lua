@@ -10,6 +10,8 @@
     ARGV[2]   eta time constant, milliseconds
     ARGV[3]   key of the node to delete (the tree root or a node below it)
     ARGV[4]   1 to return the ancestors' new records, 0 not to
+    ARGV[5]   live feed: "PUBLISH", "SPUBLISH" or "" (see apply_updates.lua); a
+              watched tree's channel gets msgpack { now, { key1, record1, ... }, key }
   Output:
     msgpack { found, changed }
       found    1 when the node existed and was detached, 0 otherwise
@@ -23,6 +25,7 @@ local now = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
 local key = ARGV[3]
 local snapshots = ARGV[4] == '1'
+local feed = ARGV[5] or ''
 
 --@include load_node
 --@include rollup
@@ -50,7 +53,13 @@ if parent then
   parent[BELOW] = 1
   local written = write_tree(tree, rollup(tree, now, tau))
   if snapshots then out = written end
-elseif #tree.gc > 0 then
-  redis.call('RPUSH', tree.T .. 'gc', unpack(tree.gc))
+  if feed ~= '' and redis.call('EXISTS', tree.T .. 'w') == 1 then
+    redis.call(feed, tree.T .. 'f', cmsgpack.pack({ now, written, key }))
+  end
+else
+  if #tree.gc > 0 then redis.call('RPUSH', tree.T .. 'gc', unpack(tree.gc)) end
+  if feed ~= '' and redis.call('EXISTS', tree.T .. 'w') == 1 then
+    redis.call(feed, tree.T .. 'f', cmsgpack.pack({ now, {}, key }))
+  end
 end
 return cmsgpack.pack({ 1, out })

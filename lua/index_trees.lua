@@ -7,7 +7,10 @@
               the recency index ('..r') and the first-seen counter ('..n')
               are derived from it
     ARGV[1]   now, milliseconds since the epoch
-    ARGV[2..] keys of children updated in this batch
+    ARGV[2]   live feed: "PUBLISH", "SPUBLISH" or "" (see apply_updates.lua); when
+              the namespace is watched ('<prefix>:{<ns>}:w' exists) its channel
+              '<prefix>:{<ns>}:f' gets msgpack { now, { child1, ... }, false }
+    ARGV[3..] keys of children updated in this batch
   Output:
     number of children indexed for the first time
 ]]
@@ -15,12 +18,19 @@ local first = KEYS[1]
 local recent = first .. 'r'
 local counter = first .. 'n'
 local now = tonumber(ARGV[1])
+local feed = ARGV[2]
 local added = 0
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   if redis.call('ZSCORE', first, ARGV[i]) == false then
     redis.call('ZADD', first, redis.call('INCR', counter), ARGV[i])
     added = added + 1
   end
   redis.call('ZADD', recent, 'GT', now, ARGV[i])
+end
+if feed ~= '' then
+  local base = string.sub(first, 1, -3)
+  if redis.call('EXISTS', base .. 'w') == 1 then
+    redis.call(feed, base .. 'f', cmsgpack.pack({ now, { unpack(ARGV, 3) }, false }))
+  end
 end
 return added

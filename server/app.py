@@ -1,11 +1,14 @@
 """make_app: the Tornado application with its routes; shared clients travel in its settings."""
 from __future__ import annotations
 
+import socketio
 import tornado.web
 
 from .handlers import BatchHandler, HealthHandler, NodeHandler, NotFoundHandler
 from .service import Service
 from .settings import Settings
+from .socketio_feed import make_socketio
+from .sse import EventsHandler
 
 #: A node key in a URL; the engine validates it (see engine/keys.py).
 KEY = r"([^/]+)"
@@ -14,10 +17,15 @@ KEY = r"([^/]+)"
 async def make_app(settings: Settings) -> tornado.web.Application:
     service = Service(settings)
     await service.start()
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    service.sio = make_socketio(lambda: service.hub, origins)
     routes = [
         (r"/health", HealthHandler),
         (r"/status/?", BatchHandler),
         (rf"/status/{KEY}", NodeHandler),
+        (r"/events/?", EventsHandler),
+        (rf"/events/{KEY}", EventsHandler),
+        (r"/socket.io/", socketio.get_tornado_handler(service.sio)),
     ]
     return tornado.web.Application(
         routes,

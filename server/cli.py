@@ -35,6 +35,7 @@ async def serve(settings: Settings) -> None:
         log.info("stopping")
     finally:
         server.stop()
+        await service.close_feeds()  # streams and websockets end, or the next line would wait for them
         await server.close_all_connections()
         await service.close()
 

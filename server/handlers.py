@@ -103,7 +103,8 @@ class BodyHandler(BaseHandler):
 class HealthHandler(BaseHandler):
     async def get(self) -> None:
         health = await self.service.health()
-        self.send_json(health, 200 if health["status"] == "ok" else 503)
+        # 503 only when Redis is gone: REST still works while AMQP reconnects ("degraded").
+        self.send_json(health, 503 if health["status"] == "unavailable" else 200)
 
 
 class NodeHandler(BodyHandler):

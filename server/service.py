@@ -1,8 +1,14 @@
-"""The service of one server process: its Redis, its engine, and the path every write takes.
+"""The service of one server process: its Redis, its engine, its AMQP ingestion,
+and the path every write takes.
 
-REST handlers (and the AMQP consumer) call Service.apply / Service.delete, never
-the engine's writers directly, so whatever must follow a write (waking the
-garbage collector, publishing changes to live feeds) happens in one place.
+    REST handlers ─┐
+    AMQP batcher ──┴─> Service.apply -> Engine.apply (one round trip) -> Redis
+                                     └> completion events -> progress.events
+    Redis pub/sub (changes of watched trees, from any process) -> Hub -> socket.io / SSE
+
+Handlers and the batcher never call the engine's writers directly, so what
+must follow a write (publishing completion events, waking the garbage
+collector, live feeds) happens here, once.
 """
 from __future__ import annotations
 
@@ -12,12 +18,16 @@ import logging
 
 import redis.asyncio as aredis
 
-from sca_progress.engine import ApplyResult, DeleteResult, Engine, StorageUnavailable, now_ms
+from sca_progress.engine import ApplyResult, DeleteResult, Engine, Event, StorageUnavailable, now_ms
 from sca_progress.engine.embedded import EmbeddedRedis
 
 from .settings import Settings
 
 log = logging.getLogger("sca_progress.service")
+
+#: Outbox events older than this are republished by the sweep (their
+#: publisher probably died); younger ones are still in someone's hands.
+EVENT_SWEEP_AGE_MS = 30_000
 
 
 class Service:
@@ -26,8 +36,16 @@ class Service:
         self.embedded: EmbeddedRedis | None = None
         self.redis: aredis.Redis | None = None
         self.engine: Engine | None = None
+        self.link = None  # AmqpLink when --amqp-url is set
+        self.batcher = None
+        self.hub = None  # live feeds (feed.Hub)
+        self.sio = None  # the socket.io server, set by make_app
         self._gc_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+
+    @property
+    def events_enabled(self) -> bool:
+        return self.link is not None and bool(self.settings.amqp_events)
 
     async def start(self) -> None:
         s = self.settings
@@ -39,9 +57,29 @@ class Service:
                      self.embedded.data_dir, s.appendfsync)
         self.redis = aredis.from_url(url, socket_connect_timeout=5, socket_timeout=30,
                                      health_check_interval=30)
-        self.engine = Engine(self.redis, prefix=s.prefix, eta_window_ms=int(s.eta_window * 1000))
+        self.engine = Engine(self.redis, prefix=s.prefix, eta_window_ms=int(s.eta_window * 1000), feed=True)
         await self._until_redis_answers()
         self._tasks.append(asyncio.create_task(self._collect_garbage(), name="gc"))
+        from .feed import Hub
+
+        self.hub = Hub(self, tick=s.feed_tick)
+        await self.hub.start()
+        if s.amqp_url:
+            await self._start_ingestion()
+        else:
+            log.info("no --amqp-url: serving REST and live feeds only (no AMQP ingestion, no completion events)")
+
+    async def _start_ingestion(self) -> None:
+        from .amqp import AmqpLink
+        from .batcher import Batcher
+
+        self.batcher = Batcher(self, self.settings)
+        self.link = AmqpLink(self.settings, self.batcher.deliver)
+        self.batcher.link = self.link
+        self._tasks.append(asyncio.create_task(self.link.start(), name="amqp-connect"))
+        self._batching = asyncio.create_task(self.batcher.run(), name="batcher")
+        if self.events_enabled:
+            self._tasks.append(asyncio.create_task(self._sweep_events(), name="events"))
 
     async def _until_redis_answers(self) -> None:
         """Load the scripts, waiting (capped backoff) while Redis is unreachable."""
@@ -55,12 +93,34 @@ class Service:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
 
+    async def close_feeds(self) -> None:
+        """End SSE streams and socket.io connections (before the HTTP server waits
+        for its connections to finish)."""
+        if self.hub is not None and not self.hub.stopped.is_set():
+            await self.hub.close()
+        if self.sio is not None:
+            with contextlib.suppress(Exception):
+                await self.sio.eio.disconnect()
+            with contextlib.suppress(Exception):
+                await self.sio.shutdown()
+
     async def close(self) -> None:
+        """Stop consuming, apply and acknowledge what is in hand, then close everything."""
+        await self.close_feeds()
+        if self.batcher is not None:
+            await self.link.stop_consuming()
+            self.batcher.stop()
+            try:
+                await asyncio.wait_for(self._batching, 60)
+            except asyncio.TimeoutError:
+                log.error("the batcher did not finish within 60 s; its messages stay unacknowledged")
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if self.link is not None:
+            await self.link.close()
         if self.redis is not None:
             await self.redis.aclose()
         if self.embedded is not None:
@@ -68,21 +128,55 @@ class Service:
 
     # -- the write path ----------------------------------------------------------
 
-    async def apply(self, updates) -> ApplyResult:
-        return await self.engine.apply(updates)
+    async def apply(self, updates, source: str = "rest") -> ApplyResult:
+        """Apply a batch (REST or AMQP), then publish its completion events."""
+        snapshots = "updated" if source == "rest" else "none"
+        result = await self.engine.apply(updates, snapshots=snapshots, events=self.events_enabled)
+        if result.events:
+            await self._publish_events(result.events)
+        return result
 
     async def delete(self, key: str) -> DeleteResult:
         result = await self.engine.delete(key)
         self._gc_wanted.set()
         return result
 
+    # -- completion events -------------------------------------------------------------
+
+    async def _publish_events(self, events: list[Event]) -> None:
+        """Publish with confirms, then drop them from the outbox.  A failure leaves
+        them in the outbox for the sweep: never lost, at worst published twice
+        (the event id is the message id, for consumers that deduplicate)."""
+        if not self.link.connected:
+            return
+        try:
+            await asyncio.gather(*(self.link.publish_event(e.key, e.as_dict(), e.id) for e in events))
+            await self.engine.ack_events(events)
+        except Exception as e:  # noqa: BLE001 - the sweep retries
+            log.warning("could not publish %d completion events (%r); the sweep will retry", len(events), e)
+
+    async def _sweep_events(self) -> None:
+        while True:
+            await asyncio.sleep(EVENT_SWEEP_AGE_MS / 1000)
+            try:
+                pending = await self.engine.pending_events(min_age_ms=EVENT_SWEEP_AGE_MS)
+                if pending:
+                    log.info("republishing %d completion events left in outboxes", len(pending))
+                    await self._publish_events(pending)
+            except Exception as e:  # noqa: BLE001 - keep sweeping
+                log.warning("event sweep failed: %r", e)
+
     # -- housekeeping ------------------------------------------------------------
 
     async def health(self) -> dict:
         redis_ok = await self.engine.ping()
-        return {"status": "ok" if redis_ok else "unavailable",
-                "redis": "ok" if redis_ok else "unreachable",
-                "_now": now_ms()}
+        amqp = await self.link.health() if self.link is not None else {"state": "disabled"}
+        status = "unavailable" if not redis_ok else "degraded" if amqp.get("connected") is False else "ok"
+        body = {"status": status, "redis": "ok" if redis_ok else "unreachable", "amqp": amqp, "_now": now_ms()}
+        if self.batcher is not None:
+            body["amqp"].update(applied=self.batcher.applied, dead_lettered=self.batcher.dead_lettered,
+                                batches=self.batcher.batches)
+        return body
 
     async def _collect_garbage(self) -> None:
         """Free deleted subtrees: after each delete, and every gc_interval seconds."""

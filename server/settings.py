@@ -33,6 +33,26 @@ class Settings:
     gc_interval: float = field(default=30.0, metadata={
         "help": "seconds between sweeps freeing the storage of deleted subtrees"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    feed_tick: float = field(default=0.1, metadata={
+        "help": "seconds over which live-feed updates are coalesced per subscription"})
+    cors_origins: str = field(default="", metadata={
+        "help": "comma-separated origins allowed to call the API and socket.io from other sites; "
+                "empty: same origin only"})
+    amqp_url: str = field(default="", metadata={
+        "help": "amqp:// or amqps:// URL of the broker to consume from; empty: REST and live feeds only"})
+    amqp_exchange: str = field(default="progress", metadata={"help": "topic exchange producers publish to"})
+    amqp_queue: str = field(default="progress", metadata={"help": "durable queue the service consumes"})
+    amqp_binding: str = field(default="#", metadata={"help": "binding key of that queue"})
+    amqp_dead: str = field(default="progress.dead", metadata={
+        "help": "exchange and queue for refused messages (reason in the x-progress-* headers)"})
+    amqp_events: str = field(default="progress.events", metadata={
+        "help": "topic exchange for completion events; empty: no events"})
+    batch_size: int = field(default=2000, metadata={"help": "most deliveries applied in one engine call"})
+    batch_wait: float = field(default=0.05, metadata={
+        "help": "seconds a batch waits to fill up after its first delivery"})
+    prefetch: int = field(default=0, metadata={"help": "unacknowledged deliveries in hand; 0: twice batch-size"})
+    max_redeliveries: int = field(default=5, metadata={
+        "help": "times a message that keeps failing is retried before it is dead-lettered"})
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

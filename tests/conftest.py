@@ -76,6 +76,7 @@ async def server(redis_url, prefix):
     http.add_sockets(sockets)
     yield f"http://127.0.0.1:{sockets[0].getsockname()[1]}", app
     http.stop()
+    await app.settings["service"].close_feeds()
     await http.close_all_connections()
     await app.settings["service"].close()
 
@@ -98,3 +99,70 @@ def http():
         return resp.code, data, resp
 
     return call
+
+
+@pytest.fixture(scope="session")
+def amqp_url():
+    """The broker AMQP tests use; skip (or fail under REQUIRE_AMQP=1) without one."""
+    import asyncio
+
+    from .amqp_support import DEFAULT_URL, reachable, require_or_skip
+
+    url = os.environ.get("AMQP_URL", DEFAULT_URL)
+    why = asyncio.run(reachable(url))
+    if why:
+        require_or_skip(why)
+    return url
+
+
+@pytest.fixture
+async def amqp_names(amqp_url):
+    from .amqp_support import Names
+
+    names = Names()
+    yield names
+    await names.delete(amqp_url)
+
+
+@pytest.fixture
+async def ingest(redis_url, prefix, amqp_url, amqp_names):
+    """The service consuming its own queue: (base URL, app, names)."""
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+
+    from sca_progress.server.app import make_app
+    from sca_progress.server.settings import Settings
+
+    settings = Settings(redis_url=redis_url, prefix=prefix, amqp_url=amqp_url, batch_wait=0.02,
+                        **amqp_names.settings())
+    app = await make_app(settings)
+    service = app.settings["service"]
+    http = HTTPServer(app)
+    sockets = bind_sockets(0, "127.0.0.1")
+    http.add_sockets(sockets)
+    from .amqp_support import wait_for
+
+    await wait_for(lambda: _consuming(service), timeout=30, what="the consumer")
+    yield f"http://127.0.0.1:{sockets[0].getsockname()[1]}", app, amqp_names
+    http.stop()
+    await service.close_feeds()
+    await http.close_all_connections()
+    await service.close()
+
+
+async def _consuming(service):
+    return service.link is not None and service.link.connected
+
+
+@pytest.fixture(scope="session")
+def private_rabbit(amqp_url):
+    """A RabbitMQ node of the tests' own (TCP and TLS listeners), for tests that restart it."""
+    from .amqp_support import PrivateRabbit, can_run_private_rabbit, require_or_skip
+
+    why = can_run_private_rabbit()
+    if why:
+        require_or_skip(why)
+    node = PrivateRabbit()
+    node.start()
+    yield node
+    node.stop()

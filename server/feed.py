@@ -1,0 +1,296 @@
+"""Live feeds: the subscriptions of this process, fed by Redis pub/sub, coalesced per tick.
+
+    writer (any server process)
+      apply_updates.lua / delete_subtree.lua publish a watched tree's changed
+      records on '<prefix>:{<root>}:f'; index_trees.lua publishes the trees
+      touched under a watched namespace on '<prefix>:{<ns>}:f'
+    here (Hub)
+      one pub/sub connection, subscribed to the channels our subscriptions need;
+      a message lands in the pending changes of each subscription it concerns
+      (latest state per node); every tick each subscription with something
+      pending gets one 'update' (nodes, ancestors first) and/or 'removed'.
+
+A tree or namespace counts as watched while its marker '<...>:w' exists: each
+process refreshes the markers of what it watches (WATCH_TTL_MS, refreshed
+three times per TTL), so writers publish nothing for trees nobody follows.
+
+Redis pub/sub is at most once: when the pub/sub connection is lost and comes
+back, every subscription gets a fresh snapshot.  A client that reads slowly
+never holds anyone up: its changes keep coalescing (bounded by MAX_PENDING
+nodes, beyond which it gets a fresh snapshot instead) until it has drained.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from typing import Protocol
+
+import orjson
+from redis import exceptions as rex
+
+from sca_progress.engine import NotFound, ProgressError, StorageUnavailable, check_key, is_namespace, now_ms
+from sca_progress.engine.keys import TOP
+from sca_progress.engine.records import decode
+from sca_progress.engine.scripts import unpack
+
+log = logging.getLogger("sca_progress.feed")
+
+WATCH_TTL_MS = 30_000
+#: Most nodes a subscription may have pending before it is resynchronised
+#: with a snapshot instead (a slow client of a very busy tree).
+MAX_PENDING = 10_000
+
+
+class Sink(Protocol):
+    """Where a subscription's events go: a socket.io client or an SSE stream."""
+
+    def busy(self) -> bool:
+        """True while earlier events have not reached the client yet."""
+
+    async def send(self, event: str, data: dict) -> None:
+        """Queue one event (never waits for the client).  *data* may hold
+        orjson.Fragment values (JSON already encoded): serialize it with orjson."""
+
+
+class Subscription:
+    def __init__(self, key: str, sink: Sink) -> None:
+        if key != TOP:
+            check_key(key)
+        self.key = key
+        self.sink = sink
+        self.namespace = is_namespace(key)
+        self.pending: dict[str, bytes | None] = {}  # node key -> record (trees) / None (a namespace's child)
+        self.removed: list[str] = []
+        self.resync = False
+        self.base = ""  # marker/channel prefix, set by the hub
+
+    def concerns(self, key: str) -> bool:
+        """Is *key* this subscription's node or below it?"""
+        return self.key == TOP or key == self.key or key.startswith(self.key + ".")
+
+
+class Hub:
+    def __init__(self, service, tick: float = 0.1) -> None:
+        self.service = service
+        self.tick = tick
+        self.engine = service.engine
+        self.redis = service.redis
+        self.by_base: dict[str, set[Subscription]] = defaultdict(set)
+        self.pubsub = None
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._connects = 0
+        self._tasks: list[asyncio.Task] = []
+        self._lock = asyncio.Lock()
+        self.sharded = self.engine.feed_command == "SPUBLISH"
+        self.stopped = asyncio.Event()  # set by close(): SSE streams end
+
+    async def start(self) -> None:
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
+        self._tasks = [asyncio.create_task(self._listen(), name="feed-listen"),
+                       asyncio.create_task(self._tick(), name="feed-tick"),
+                       asyncio.create_task(self._refresh_watches(), name="feed-watch")]
+
+    async def close(self) -> None:
+        self.stopped.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self.pubsub.aclose()
+
+    # -- subscriptions -----------------------------------------------------------
+
+    async def add(self, sub: Subscription) -> None:
+        """Watch, subscribe (confirmed), then send the snapshot: a change made after
+        the snapshot was read always reaches the subscription.  Raises
+        StorageUnavailable (and keeps nothing) when Redis cannot be reached."""
+        sub.base = self.engine.keys.feed_base(sub.key)
+        async with self._lock:
+            first = not self.by_base.get(sub.base)
+            self.by_base[sub.base].add(sub)
+            if first:
+                try:
+                    await self.redis.set(sub.base + "w", b"1", px=WATCH_TTL_MS)
+                    await self._subscribe(sub.base + "f")
+                except (rex.RedisError, OSError, asyncio.TimeoutError) as e:
+                    self.by_base[sub.base].discard(sub)
+                    if not self.by_base[sub.base]:
+                        del self.by_base[sub.base]
+                    raise StorageUnavailable(f"redis unavailable: {e}") from e
+        try:
+            await self._snapshot(sub)
+        except ProgressError:
+            sub.resync = True  # the tick tries again
+
+    async def remove(self, sub: Subscription) -> None:
+        async with self._lock:
+            subs = self.by_base.get(sub.base)
+            if subs is None or sub not in subs:
+                return
+            subs.discard(sub)
+            if not subs:
+                del self.by_base[sub.base]
+                with contextlib.suppress(Exception):
+                    if self.sharded:
+                        await self.pubsub.sunsubscribe(sub.base + "f")
+                    else:
+                        await self.pubsub.unsubscribe(sub.base + "f")
+                # The marker expires by itself: another process may still watch.
+
+    def subscriptions(self) -> int:
+        return sum(len(s) for s in self.by_base.values())
+
+    async def _subscribe(self, channel: str) -> None:
+        event = self._confirmed.setdefault(channel, asyncio.Event())
+        event.clear()
+        if self.sharded:
+            await self.pubsub.ssubscribe(channel)
+        else:
+            await self.pubsub.subscribe(channel)
+        if self.pubsub.connection is not None and self._connects == 0:
+            self.pubsub.connection.register_connect_callback(self._on_connect)
+            self._connects = 1
+        await asyncio.wait_for(event.wait(), 10)
+
+    async def _on_connect(self, _connection) -> None:
+        """redis-py re-subscribes by itself after a lost connection; what was
+        published meanwhile is lost, so every subscription gets a snapshot."""
+        self._connects += 1
+        if self._connects > 1:
+            log.warning("pub/sub connection re-established: resynchronising %d subscriptions",
+                        self.subscriptions())
+            for subs in self.by_base.values():
+                for sub in subs:
+                    sub.resync = True
+
+    async def _snapshot(self, sub: Subscription) -> None:
+        sub.pending.clear()
+        sub.removed.clear()
+        sub.resync = False
+        try:
+            node = orjson.Fragment(await self.engine.read_json(sub.key, depth=2))
+        except NotFound:
+            node = None  # not there yet: updates follow when it appears
+        await sub.sink.send("snapshot", {"key": sub.key, "node": node, "_now": now_ms()})
+
+    # -- from Redis --------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                if not self.pubsub.subscribed:
+                    await asyncio.sleep(0.05)
+                    continue
+                message = await self.pubsub.get_message(timeout=1.0)
+                delay = 0.1
+                if message is not None:
+                    self._dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except (rex.ConnectionError, rex.TimeoutError, OSError) as e:
+                log.warning("pub/sub connection lost (%s); retrying in %.1f s", e, delay)
+                for subs in self.by_base.values():
+                    for sub in subs:
+                        sub.resync = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+            except Exception:  # noqa: BLE001 - one bad message must not stop the feed
+                log.exception("feed message failed")
+
+    def _dispatch(self, message: dict) -> None:
+        kind = message["type"]
+        channel = message["channel"].decode()
+        if kind in ("subscribe", "ssubscribe"):
+            event = self._confirmed.get(channel)
+            if event is not None:
+                event.set()
+            return
+        if kind not in ("message", "smessage"):
+            return
+        subs = self.by_base.get(channel[:-1])
+        if not subs:
+            return
+        _, items, removed = unpack(message["data"])
+        removed = removed.decode() if removed else None
+        for sub in subs:
+            if sub.namespace:
+                for child in items:
+                    sub.pending[child.decode()] = None
+                if removed:
+                    sub.removed.append(removed)
+                    sub.pending.pop(removed, None)
+                continue
+            for i in range(0, len(items), 2):
+                key = items[i].decode()
+                if sub.concerns(key):
+                    sub.pending[key] = items[i + 1]
+            if removed and (sub.concerns(removed) or sub.key.startswith(removed + ".")):
+                sub.removed.append(removed)
+                for k in [k for k in sub.pending if k == removed or k.startswith(removed + ".")]:
+                    del sub.pending[k]
+            if len(sub.pending) > MAX_PENDING:
+                sub.pending.clear()
+                sub.resync = True
+
+    # -- to clients ----------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            try:
+                await self._flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keep ticking
+                log.exception("feed tick failed")
+
+    async def _flush(self) -> None:
+        decoded: dict[tuple[str, bytes], dict] = {}
+        for subs in list(self.by_base.values()):
+            for sub in list(subs):
+                if not (sub.pending or sub.removed or sub.resync) or sub.sink.busy():
+                    continue
+                try:
+                    if sub.resync:
+                        await self._snapshot(sub)
+                        continue
+                    now = now_ms()
+                    if sub.pending:
+                        pending, sub.pending = sub.pending, {}
+                        if sub.namespace:
+                            nodes = await self.engine.read_many(list(pending))
+                        else:
+                            nodes = []
+                            for key in sorted(pending, key=lambda k: k.count(".")):
+                                node = decoded.get((key, pending[key]))
+                                if node is None:
+                                    node = decoded[(key, pending[key])] = decode(key, pending[key], fragments=True)
+                                nodes.append(node)
+                        if nodes:
+                            await sub.sink.send("update", {"key": sub.key, "nodes": nodes, "_now": now})
+                    if sub.removed:
+                        removed, sub.removed = sub.removed, []
+                        await sub.sink.send("removed", {"key": sub.key, "removed": removed, "_now": now})
+                except ProgressError as e:  # Redis trouble: try again next tick
+                    log.warning("feed of %r: %s", sub.key, e.message)
+                    sub.resync = True
+
+    async def _refresh_watches(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_TTL_MS / 3000)
+            bases = list(self.by_base)
+            if not bases:
+                continue
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for base in bases:
+                        pipe.set(base + "w", b"1", px=WATCH_TTL_MS)
+                    await pipe.execute()
+            except Exception as e:  # noqa: BLE001 - try again next round
+                log.warning("could not refresh watch markers: %s", e)

@@ -1,0 +1,119 @@
+"""The socket.io live feed (python-socketio on the Tornado server, at /socket.io/).
+
+Client events:  subscribe <key>, unsubscribe <key>
+Server events:  snapshot {key, node, _now}    the node as GET /status/<key>?depth=2 gives it
+                update   {key, nodes, _now}   changed nodes at or below key, ancestors first
+                removed  {key, removed, _now} deleted (or purged) keys
+                error    {code, message}      a bad request, for example an invalid key
+
+A subscription to a namespace (``_portal``) gets the changes of the trees
+below it.  Closing the socket ends its subscriptions; a client that
+reconnects subscribes again and gets a fresh snapshot.
+"""
+from __future__ import annotations
+
+import logging
+
+import orjson
+import socketio
+
+from sca_progress.engine import InvalidUpdate, ProgressError
+
+from .feed import Hub, Subscription
+
+log = logging.getLogger("sca_progress.socketio")
+
+#: A client with more than this many bytes, or packets, not yet written to it
+#: is busy: its changes keep coalescing until it has drained.
+BUSY_BYTES = 256 * 1024
+BUSY_PACKETS = 4
+
+
+class _OrjsonForSocketio:
+    """python-socketio's json hook: orjson, which also embeds orjson.Fragment values."""
+
+    @staticmethod
+    def dumps(obj, **_kwargs) -> str:
+        return orjson.dumps(obj).decode()
+
+    @staticmethod
+    def loads(s, **_kwargs):
+        return orjson.loads(s)
+
+
+class SioSink:
+    def __init__(self, sio: socketio.AsyncServer, sid: str) -> None:
+        self.sio = sio
+        self.sid = sid
+
+    def busy(self) -> bool:
+        """Packets queued in engine.io, or bytes in the websocket's stream, not yet
+        written to the client (python-socketio itself buffers without bound)."""
+        try:
+            eio_sid = self.sio.manager.eio_sid_from_sid(self.sid, "/")
+            sock = self.sio.eio.sockets.get(eio_sid)
+            if sock is None:
+                return False
+            if sock.queue.qsize() > BUSY_PACKETS:
+                return True
+            handler = self.sio.get_environ(self.sid).get("tornado.handler")
+            stream = getattr(getattr(handler, "ws_connection", None), "stream", None)
+            if stream is None:
+                return False
+            return stream._total_write_index - stream._total_write_done_index > BUSY_BYTES
+        except Exception:  # noqa: BLE001 - internals moved: never block a client on it
+            return False
+
+    async def send(self, event: str, data: dict) -> None:
+        await self.sio.emit(event, data, to=self.sid)
+
+
+def make_socketio(hub_of, cors_origins: list[str] | None = None) -> socketio.AsyncServer:
+    """The socket.io server; *hub_of()* returns the Hub (it starts after the app is built)."""
+    sio = socketio.AsyncServer(async_mode="tornado", json=_OrjsonForSocketio,
+                               cors_allowed_origins=cors_origins or [], logger=False, engineio_logger=False)
+    subscriptions: dict[str, dict[str, Subscription]] = {}
+
+    async def error(sid: str, code: str, message: str) -> None:
+        await sio.emit("error", {"code": code, "message": message}, to=sid)
+
+    @sio.event
+    async def connect(sid, environ, auth=None):
+        subscriptions[sid] = {}
+
+    @sio.event
+    async def subscribe(sid, key=None):
+        if not isinstance(key, str):
+            await error(sid, "bad-key", "subscribe takes a key (a string)")
+            return
+        hub: Hub = hub_of()
+        mine = subscriptions.setdefault(sid, {})
+        old = mine.pop(key, None)
+        if old is not None:
+            await hub.remove(old)
+        try:
+            sub = Subscription(key, SioSink(sio, sid))
+        except InvalidUpdate as e:
+            await error(sid, e.code, e.message)
+            return
+        try:
+            await hub.add(sub)
+        except ProgressError as e:
+            await error(sid, e.code, e.message)
+            return
+        mine[key] = sub
+
+    @sio.event
+    async def unsubscribe(sid, key=None):
+        sub = subscriptions.get(sid, {}).pop(key, None) if isinstance(key, str) else None
+        if sub is None:
+            await error(sid, "not-subscribed", f"no subscription to {key!r}")
+            return
+        await hub_of().remove(sub)
+
+    @sio.event
+    async def disconnect(sid, reason=None):
+        for sub in subscriptions.pop(sid, {}).values():
+            await hub_of().remove(sub)
+
+    return sio
