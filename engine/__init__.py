@@ -8,6 +8,7 @@ from .errors import (
     InvalidUpdate,
     NotFound,
     ProgressError,
+    QuotaExceeded,
     StorageUnavailable,
     TooLarge,
 )
@@ -16,6 +17,6 @@ from .limits import Limits
 
 __all__ = [
     "APPLIED", "STALE", "ApplyResult", "DeleteResult", "Engine", "Event", "InvalidKey", "InvalidUpdate",
-    "Limits", "NotFound", "ProgressError", "StorageUnavailable", "TooLarge", "check_key",
+    "Limits", "NotFound", "ProgressError", "QuotaExceeded", "StorageUnavailable", "TooLarge", "check_key",
     "is_namespace", "now_ms", "tree_root",
 ]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import msgpack
 import orjson
 
-from .errors import InvalidUpdate, NotFound, ProgressError, StorageUnavailable
+from .errors import InvalidUpdate, NotFound, ProgressError, QuotaExceeded, StorageUnavailable
 from .keys import RedisKeys, check_key, namespace_chain, tree_root
 from .limits import Limits
 from .read import TreeReader
@@ -189,7 +189,7 @@ class Engine:
                 keys.append(self.keys.records(root))
                 packed.append([root, entry, 2 if root in watched else mode])
             args = (now, self.eta_window_ms, self.limits.max_fields_per_node, pack(packed), int(events),
-                    self.feed_command)
+                    self.feed_command, self.limits.max_nodes_per_tree)
             calls.append(("apply_updates", keys, args))
             positions.append(pos)
 
@@ -207,8 +207,7 @@ class Engine:
             statuses, flat, evs = unpack(reply)
             ended.extend(Event.from_packed(i, e) for i, e in zip(evs[0::2], evs[1::2]))
             for i, st in zip(pos, statuses):
-                results[i] = APPLIED if st == 1 else STALE if st == 0 else bad(
-                    "too-many-fields", f"a node may hold at most {self.limits.max_fields_per_node} fields")
+                results[i] = APPLIED if st == 1 else STALE if st == 0 else self._refusal(st)
             changed.extend(zip([k.decode() for k in flat[0::2]], flat[1::2]))
         return ApplyResult(results, changed, now, ended)
 
@@ -245,6 +244,12 @@ class Engine:
             raise StorageUnavailable(f"redis unavailable: {e}") from e
         return found[:limit]
 
+    def _refusal(self, status: int) -> InvalidUpdate:
+        if status == 3:
+            return QuotaExceeded(f"the tree is full: a tree may hold at most {self.limits.max_nodes_per_tree} nodes",
+                                 code="tree-full")
+        return bad("too-many-fields", f"a node may hold at most {self.limits.max_fields_per_node} fields")
+
     def _group(self, trees: dict[str, list]) -> list[list[str]]:
         """Trees per script call: whole trees, at most max_updates_per_call updates
         a call (a larger tree gets a call of its own)."""
@@ -268,26 +273,30 @@ class Engine:
         return [("index_trees", [self.keys.ns(ns)], [now, self.feed_command, *sorted(children)])
                 for ns, children in by_ns.items()]
 
-    async def delete(self, key: str, snapshots: bool = True) -> DeleteResult:
+    async def delete(self, key: str, snapshots: bool = True, not_after: int | None = None) -> DeleteResult | None:
         """Detach *key* and its subtree atomically; free its storage afterwards.
 
         ``changed`` holds the ancestors' new snapshots unless *snapshots* is
-        False.  Raises NotFound when there is no such node.  Namespaces
+        False.  With *not_after* (ms), the node is deleted only if its
+        update_time is not later, else None is returned (it was written
+        since).  Raises NotFound when there is no such node.  Namespaces
         cannot be deleted.
         """
-        check_key(key)
-        root = tree_root(key)
+        root = tree_root(check_key(key)) if key else None
         if root is None:
             raise bad("namespace-key", f"{key!r} is a namespace; delete the trees under it one by one")
         now = now_ms()
         (reply,) = await self.scripts.run(
             self.redis,
-            [("delete_subtree", [self.keys.records(root)], [now, self.eta_window_ms, key, int(snapshots), self.feed_command])])
+            [("delete_subtree", [self.keys.records(root)], [now, self.eta_window_ms, key, int(snapshots), self.feed_command,
+                                                           "" if not_after is None else not_after])])
         if isinstance(reply, ProgressError):
             raise reply
         found, flat = unpack(reply)
         if not found:
             raise NotFound(f"no node {key!r}")
+        if found == 2:
+            return None
         try:
             await self.redis.sadd(self.keys.gc_trees, root)
             if key == root:

@@ -3,7 +3,11 @@
     ProgressError
     ├── InvalidUpdate        a client sent something the service refuses (a 4xx)
     │   ├── InvalidKey
-    │   └── TooLarge
+    │   ├── TooLarge
+    │   └── QuotaExceeded    past a configured quota (403)
+    ├── Unauthorized         no valid bearer token (401)
+    ├── Forbidden            a valid token whose scopes do not cover the key (403)
+    ├── RateLimited          a token past its rate limit (429)
     ├── NotFound             no node at that key (404)
     └── StorageUnavailable   Redis cannot be reached or failed (503)
 
@@ -43,6 +47,26 @@ class InvalidKey(InvalidUpdate):
 class TooLarge(InvalidUpdate):
     code = "too-large"
     status = 413
+
+
+class QuotaExceeded(InvalidUpdate):
+    code = "quota"
+    status = 403
+
+
+class Unauthorized(ProgressError):
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(ProgressError):
+    code = "forbidden"
+    status = 403
+
+
+class RateLimited(ProgressError):
+    code = "rate-limited"
+    status = 429
 
 
 class NotFound(ProgressError):

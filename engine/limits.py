@@ -33,6 +33,9 @@ class Limits:
     max_fields_per_update: int = 64
     #: Most client fields a node may hold in total, across all its updates.
     max_fields_per_node: int = 128
+    #: Most nodes one tree may hold (0: no cap); updates that would create more
+    #: are refused with a 403 (REST) or dead-lettered (AMQP).
+    max_nodes_per_tree: int = 1_000_000
     #: Longest field name, in characters.
     max_field_name_chars: int = 64
     #: Longest field value once encoded as JSON, in bytes.

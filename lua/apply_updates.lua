@@ -24,10 +24,13 @@
               '<prefix>:{<root>}:w' exists) on its channel '<prefix>:{<root>}:f';
               "" to publish nothing
               message: msgpack { now, { key1, record1, ... }, false }
+    ARGV[7]   most nodes a tree may hold (0: no cap): an update that would
+              create nodes past it is refused (status 3)
   Output:
     msgpack { statuses, changed, events }
       statuses  one per update, by seq: 1 applied, 0 ignored as stale,
-                2 refused (the node would hold too many fields)
+                2 refused (the node would hold too many fields),
+                3 refused (the tree would hold more than ARGV[7] nodes)
       changed   flat array key1, record1, key2, record2, ...: the stored
                 record (record_format.lua) of each node asked for, ancestors
                 first within a tree
@@ -49,12 +52,14 @@ local max_fields = tonumber(ARGV[3])
 local ok, batch = pcall(cmsgpack.unpack, ARGV[4])
 local record_events = ARGV[5] == '1'
 local feed = ARGV[6] or ''
+local max_nodes = tonumber(ARGV[7] or '0')
 
 --@include check_update
 --@include path_keys
 --@include fetch_records
 --@include load_node
 --@include apply_update
+--@include nodes_to_create
 --@include rollup
 --@include write_tree
 
@@ -81,8 +86,15 @@ for i, entry in ipairs(batch) do
   local keys = {}
   for _, u in ipairs(entry[2]) do path_keys(tree, u[2], keys) end
   fetch_records(tree, keys)
+  local room = max_nodes > 0 and max_nodes - redis.call('HLEN', tree.T .. 't') or nil
   for _, u in ipairs(entry[2]) do
-    statuses[u[1]] = apply_update(load_node(tree, u[2], true), u, max_fields)
+    local new = room and nodes_to_create(tree, u[2]) or 0
+    if room and new > room then
+      statuses[u[1]] = 3
+    else
+      if room then room = room - new end
+      statuses[u[1]] = apply_update(load_node(tree, u[2], true), u, max_fields)
+    end
   end
   tree.changed = rollup(tree, now, tau)
   trees[i] = tree

@@ -12,9 +12,13 @@
     ARGV[4]   1 to return the ancestors' new records, 0 not to
     ARGV[5]   live feed: "PUBLISH", "SPUBLISH" or "" (see apply_updates.lua); a
               watched tree's channel gets msgpack { now, { key1, record1, ... }, key }
+    ARGV[6]   "" to delete unconditionally, or an update time (ms): delete only
+              when the node's update_time is not later (the retention sweep:
+              a tree written since it was judged old stays)
   Output:
     msgpack { found, changed }
-      found    1 when the node existed and was detached, 0 otherwise
+      found    1 when the node existed and was detached, 0 when there was no
+               such node, 2 when it was updated after ARGV[6] (kept)
       changed  flat array key1, record1, ...: every ancestor's new record
                (record_format.lua), ancestors first (empty when the root
                itself was deleted)
@@ -26,6 +30,7 @@ local tau = tonumber(ARGV[2])
 local key = ARGV[3]
 local snapshots = ARGV[4] == '1'
 local feed = ARGV[5] or ''
+local not_after = tonumber(ARGV[6] or '')
 
 --@include load_node
 --@include rollup
@@ -39,6 +44,7 @@ local tree = { T = string.sub(KEYS[1], 1, -2), root = root, raw = {}, up = {}, n
                levels = {}, deepest = 0, gc = {}, ended = {} }
 local s = load_node(tree, key, false)
 if s == nil then return cmsgpack.pack({ 0, {} }) end
+if not_after and s[UPD] > not_after then return cmsgpack.pack({ 2, {} }) end
 
 redis.call('HDEL', KEYS[1], key)
 if s[NC] > 0 then tree.gc[#tree.gc + 1] = string.format('%d', s[ID]) .. ' ' .. key end

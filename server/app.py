@@ -4,11 +4,12 @@ from __future__ import annotations
 import socketio
 import tornado.web
 
-from .handlers import BatchHandler, HealthHandler, NodeHandler, NotFoundHandler
+from .handlers import BatchHandler, HealthHandler, NodeHandler, NotFoundHandler, OpenApiHandler, TicketHandler
 from .service import Service
 from .settings import Settings
 from .socketio_feed import make_socketio
 from .sse import EventsHandler
+from .ui import ui_routes
 
 #: A node key in a URL; the engine validates it (see engine/keys.py).
 KEY = r"([^/]+)"
@@ -18,14 +19,17 @@ async def make_app(settings: Settings) -> tornado.web.Application:
     service = Service(settings)
     await service.start()
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
-    service.sio = make_socketio(lambda: service.hub, origins)
+    service.sio = make_socketio(service, origins)
     routes = [
         (r"/health", HealthHandler),
+        (r"/openapi.json", OpenApiHandler),
         (r"/status/?", BatchHandler),
         (rf"/status/{KEY}", NodeHandler),
+        (r"/auth/ticket", TicketHandler),
         (r"/events/?", EventsHandler),
         (rf"/events/{KEY}", EventsHandler),
         (r"/socket.io/", socketio.get_tornado_handler(service.sio)),
+        *ui_routes(KEY),  # the web UI: /, /ui/<key>, /static/...
     ]
     return tornado.web.Application(
         routes,
@@ -33,4 +37,5 @@ async def make_app(settings: Settings) -> tornado.web.Application:
         compress_response=True,
         service=service,
         engine=service.engine,
+        cors_origins=frozenset(origins),
     )

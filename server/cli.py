@@ -11,22 +11,29 @@ import tornado.httpserver
 import tornado.netutil
 import uvloop
 
+from . import demo
 from .app import make_app
 from .settings import Settings
 
 log = logging.getLogger("sca_progress")
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then stop accepting, finish what is in hand, close."""
+async def serve(settings: Settings, with_demo: bool = False) -> None:
+    """Run until SIGTERM or SIGINT, then stop accepting, finish what is in hand, close.
+
+    With *with_demo*, a simulated job reports to this server once it is listening.
+    """
     app = await make_app(settings)
     service = app.settings["service"]
     server = tornado.httpserver.HTTPServer(app, xheaders=True)
+    demo_task = None
     try:
         sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
         server.add_sockets(sockets)
         port = sockets[0].getsockname()[1]
         log.info("listening on http://%s:%d", settings.host, port)
+        if with_demo:
+            demo_task = demo.start_demo(settings.host, port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -34,6 +41,8 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
         log.info("stopping")
     finally:
+        if demo_task is not None:
+            demo_task.cancel()
         server.stop()
         await service.close_feeds()  # streams and websockets end, or the next line would wait for them
         await server.close_all_connections()
@@ -45,13 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the service (REST API)")
     Settings.add_arguments(p_serve)
+    p_serve.add_argument("--demo", action="store_true",
+                         help="also run a simulated job against this server once it is up (see `demo`)")
+    demo.add_arguments(sub.add_parser("demo", help="run a simulated job against a running service (REST)"))
     args = parser.parse_args(argv)
     settings = Settings.load(args)
     logging.basicConfig(
         level=settings.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
-        uvloop.run(serve(settings))
+        uvloop.run(serve(settings, with_demo=args.demo))
+    elif args.command == "demo":
+        return demo.main(args)
     return 0
 
 

@@ -85,6 +85,9 @@ class Hub:
         self._lock = asyncio.Lock()
         self.sharded = self.engine.feed_command == "SPUBLISH"
         self.stopped = asyncio.Event()  # set by close(): SSE streams end
+        self._streams = 0  # SSE handlers running: close() waits for them
+        self._no_streams = asyncio.Event()
+        self._no_streams.set()
 
     async def start(self) -> None:
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
@@ -92,8 +95,22 @@ class Hub:
                        asyncio.create_task(self._tick(), name="feed-tick"),
                        asyncio.create_task(self._refresh_watches(), name="feed-watch")]
 
+    def stream_started(self) -> None:
+        self._streams += 1
+        self._no_streams.clear()
+
+    def stream_ended(self) -> None:
+        self._streams -= 1
+        if self._streams == 0:
+            self._no_streams.set()
+
     async def close(self) -> None:
+        """End every stream (and wait for their handlers: none may still use Redis
+        once the service closes it), then stop listening."""
         self.stopped.set()
+        waiter = asyncio.ensure_future(self._no_streams.wait())
+        await asyncio.wait([waiter], timeout=10)
+        waiter.cancel()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -109,6 +126,8 @@ class Hub:
         """Watch, subscribe (confirmed), then send the snapshot: a change made after
         the snapshot was read always reaches the subscription.  Raises
         StorageUnavailable (and keeps nothing) when Redis cannot be reached."""
+        if self.stopped.is_set():
+            raise StorageUnavailable("the server is shutting down")
         sub.base = self.engine.keys.feed_base(sub.key)
         async with self._lock:
             first = not self.by_base.get(sub.base)

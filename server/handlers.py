@@ -1,6 +1,8 @@
 """REST handlers: parse, call the engine, answer JSON (orjson).
 
-    GET    /health          Redis reachable? 200, else 503
+    GET    /health          Redis reachable? 200, else 503 (public)
+    GET    /openapi.json    this API as an OpenAPI 3.1 document (public)
+    POST   /auth/ticket     a short-lived ticket for GET /events (with a bearer token)
     GET    /status          the top namespace (lists namespaces and bare trees)
     POST   /status          batch: a JSON array of updates, each with "key"
     GET    /status/<key>    a node (or namespace) with ?depth=&limit=&cursor=&order=
@@ -9,7 +11,8 @@
 
 Errors are rendered once, by BaseHandler.write_error, as
 ``{"error": {"code": ..., "message": ...}}`` with a 4xx, or 503 when Redis is
-unreachable.
+unreachable.  With auth on, BaseHandler.prepare verifies the bearer token of
+every non-public route (401) and each handler checks its scopes (403).
 """
 from __future__ import annotations
 
@@ -22,6 +25,11 @@ from sca_progress.engine import APPLIED, STALE, InvalidUpdate, ProgressError, To
 from sca_progress.engine.keys import TOP
 from sca_progress.engine.records import decode
 
+from sca_progress.engine.errors import Forbidden
+
+from .auth import OPEN, TICKET_TTL_MS, bearer
+from .openapi import openapi
+
 log = logging.getLogger("sca_progress.http")
 
 
@@ -32,6 +40,9 @@ def _bad(code: str, message: str) -> InvalidUpdate:
 class BaseHandler(tornado.web.RequestHandler):
     """JSON in, JSON out; ProgressErrors become their HTTP status."""
 
+    #: Routes anyone may call, even with auth on.
+    public = False
+
     @property
     def engine(self):
         return self.application.settings["engine"]
@@ -40,9 +51,26 @@ class BaseHandler(tornado.web.RequestHandler):
     def service(self):
         return self.application.settings["service"]
 
+    def prepare(self) -> None:
+        self.grant = OPEN
+        if not self.public and self.request.method != "OPTIONS":
+            self.grant = self.service.auth.verify(bearer(self.request.headers.get("Authorization")))
+
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
+        origin = self.request.headers.get("Origin")
+        if origin and origin in self.application.settings["cors_origins"]:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Vary", "Origin")
+            self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
+            self.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+            self.set_header("Access-Control-Max-Age", "600")
+
+    def options(self, *_args) -> None:
+        """CORS preflight (allowed origins get their headers from set_default_headers)."""
+        self.set_status(204)
+        self.finish()
 
     def send_json(self, obj, status: int = 200) -> None:
         self.set_status(status)
@@ -53,6 +81,10 @@ class BaseHandler(tornado.web.RequestHandler):
         if isinstance(exc, ProgressError):
             self.set_status(exc.status)
             body = exc.as_dict()
+            if exc.status == 401:
+                self.set_header("WWW-Authenticate", 'Bearer realm="sca-progress", error="invalid_token"')
+            if exc.status == 429:
+                self.set_header("Retry-After", "1")
         elif isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:
             body = {"code": f"http-{status_code}", "message": exc.log_message % exc.args}
         else:
@@ -74,6 +106,7 @@ class BodyHandler(BaseHandler):
     """Reads a JSON body, refusing one larger than the limit (413) before it is all in."""
 
     def prepare(self) -> None:
+        super().prepare()
         self._chunks: list[bytes] = []
         self._size = 0
         self._limit = self.engine.limits.max_body_bytes
@@ -101,6 +134,8 @@ class BodyHandler(BaseHandler):
 
 
 class HealthHandler(BaseHandler):
+    public = True
+
     async def get(self) -> None:
         health = await self.service.health()
         # 503 only when Redis is gone: REST still works while AMQP reconnects ("degraded").
@@ -111,6 +146,7 @@ class NodeHandler(BodyHandler):
     """/status/<key>: one node."""
 
     async def get(self, key: str = TOP) -> None:
+        self.grant.check_read(key)
         body = await self.engine.read_json(
             key,
             depth=self._int_arg("depth", 1),
@@ -126,6 +162,8 @@ class NodeHandler(BodyHandler):
         if not isinstance(body, dict):
             raise _bad("bad-body", "POST /status/<key> takes a JSON object; "
                                    "POST /status takes an array of updates")
+        self.grant.check_write(key)
+        await self.service.check_rate(self.grant, 1)
         result = await self.service.apply([(key, body)])
         outcome = result.results[0]
         if isinstance(outcome, ProgressError):
@@ -137,7 +175,8 @@ class NodeHandler(BodyHandler):
         node["_now"] = result.now
         self.send_json(node)
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str = TOP) -> None:
+        self.grant.check_admin()
         await self.service.delete(key)
         self.set_status(204)
         self.clear_header("Content-Type")
@@ -169,14 +208,20 @@ class BatchHandler(NodeHandler):
             if not isinstance(key, str):
                 refused[i] = _bad("bad-item", "each update must be a JSON object with a string \"key\"")
                 continue
+            if not self.grant.can_write(key):
+                refused[i] = Forbidden(f"the token may not write {key!r}")
+                continue
             updates.append((key, {k: v for k, v in item.items() if k != "key"}))
+        await self.service.check_rate(self.grant, len(updates))
         result = await self.service.apply(updates)
         states = dict(result.changed)
         outcomes = iter(result.results)
         items = []
         for i, item in enumerate(body):
             if i in refused:
-                items.append({"ok": False, "error": refused[i].as_dict()})
+                key = item.get("key") if isinstance(item, dict) else None
+                items.append({**({"key": key} if isinstance(key, str) else {}), "ok": False,
+                              "error": refused[i].as_dict()})
                 continue
             key = item["key"]
             outcome = next(outcomes)
@@ -191,7 +236,26 @@ class BatchHandler(NodeHandler):
         self.send_json({"_now": result.now, "results": items})
 
 
+class TicketHandler(BaseHandler):
+    """POST /auth/ticket: trade the bearer token for a short-lived, single-use
+    ticket for GET /events/<key>?ticket=... (EventSource cannot send headers,
+    and a token in a URL ends up in logs)."""
+
+    async def post(self) -> None:
+        ticket = await self.service.issue_ticket(self.grant)
+        self.send_json({"ticket": ticket, "expires_in": TICKET_TTL_MS // 1000})
+
+
+class OpenApiHandler(BaseHandler):
+    public = True
+
+    def get(self) -> None:
+        self.send_json(openapi())
+
+
 class NotFoundHandler(BaseHandler):
+    public = True
+
     def prepare(self) -> None:
         raise tornado.web.HTTPError(404, "no such route: %s", self.request.path)
 

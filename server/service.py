@@ -18,9 +18,19 @@ import logging
 
 import redis.asyncio as aredis
 
-from sca_progress.engine import ApplyResult, DeleteResult, Engine, Event, StorageUnavailable, now_ms
+from sca_progress.engine import (
+    ApplyResult,
+    DeleteResult,
+    Engine,
+    Event,
+    Limits,
+    StorageUnavailable,
+    now_ms,
+)
+from sca_progress.engine.errors import RateLimited, Unauthorized
 from sca_progress.engine.embedded import EmbeddedRedis
 
+from .auth import OPEN, TICKET_TTL_MS, Authorizer, Grant, is_loopback, new_ticket
 from .settings import Settings
 
 log = logging.getLogger("sca_progress.service")
@@ -33,6 +43,7 @@ EVENT_SWEEP_AGE_MS = 30_000
 class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.auth = Authorizer(settings)
         self.embedded: EmbeddedRedis | None = None
         self.redis: aredis.Redis | None = None
         self.engine: Engine | None = None
@@ -49,6 +60,9 @@ class Service:
 
     async def start(self) -> None:
         s = self.settings
+        if not self.auth.enabled and not is_loopback(s.host):
+            log.warning("auth is off and the server listens on %s: anyone who can reach it can read, write "
+                        "and delete progress trees (see --jwt-secret / --jwt-public-key)", s.host)
         url = s.redis_url
         if not url:
             self.embedded = EmbeddedRedis(s.data_dir, appendfsync=s.appendfsync)
@@ -57,13 +71,19 @@ class Service:
                      self.embedded.data_dir, s.appendfsync)
         self.redis = aredis.from_url(url, socket_connect_timeout=5, socket_timeout=30,
                                      health_check_interval=30)
-        self.engine = Engine(self.redis, prefix=s.prefix, eta_window_ms=int(s.eta_window * 1000), feed=True)
+        self.engine = Engine(self.redis, prefix=s.prefix, eta_window_ms=int(s.eta_window * 1000), feed=True,
+                             limits=Limits(max_nodes_per_tree=s.max_nodes_per_tree))
         await self._until_redis_answers()
         self._tasks.append(asyncio.create_task(self._collect_garbage(), name="gc"))
         from .feed import Hub
 
         self.hub = Hub(self, tick=s.feed_tick)
         await self.hub.start()
+        from .retention import Retention
+
+        self.retention = Retention(self)
+        if self.retention.enabled:
+            self._tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
         if s.amqp_url:
             await self._start_ingestion()
         else:
@@ -136,10 +156,50 @@ class Service:
             await self._publish_events(result.events)
         return result
 
-    async def delete(self, key: str) -> DeleteResult:
-        result = await self.engine.delete(key)
+    async def delete(self, key: str, not_after: int | None = None) -> DeleteResult | None:
+        result = await self.engine.delete(key, not_after=not_after)
         self._gc_wanted.set()
         return result
+
+    # -- auth: rate limits and SSE tickets ------------------------------------------------
+
+    async def check_rate(self, grant: Grant, updates: int) -> None:
+        """At most --rate-limit updates per second per token (a fixed one-second
+        window in Redis, shared by every server process); 429 beyond."""
+        limit = self.settings.rate_limit
+        if grant is OPEN or not limit or not updates:
+            return
+        key = f"{self.engine.keys.prefix}:rate:{grant.token_id}:{now_ms() // 1000}"
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.incrby(key, updates)
+                pipe.pexpire(key, 2000)
+                used, _ = await pipe.execute()
+        except Exception as e:  # noqa: BLE001 - any Redis failure
+            raise StorageUnavailable(f"redis unavailable: {e}") from e
+        if used > limit:
+            raise RateLimited(f"this token may write at most {limit} updates per second; try again in a second")
+
+    async def issue_ticket(self, grant: Grant) -> str:
+        ticket = new_ticket()
+        ttl = TICKET_TTL_MS
+        if grant.expires != float("inf"):
+            ttl = max(1, min(ttl, int((grant.expires - now_ms() / 1000) * 1000)))
+        try:
+            await self.redis.set(f"{self.engine.keys.prefix}:ticket:{ticket}", grant.to_json(), px=ttl)
+        except Exception as e:  # noqa: BLE001 - any Redis failure
+            raise StorageUnavailable(f"redis unavailable: {e}") from e
+        return ticket
+
+    async def redeem_ticket(self, ticket: str) -> Grant:
+        """The grant behind a ticket, which can be used once."""
+        try:
+            data = await self.redis.getdel(f"{self.engine.keys.prefix}:ticket:{ticket}")
+        except Exception as e:  # noqa: BLE001 - any Redis failure
+            raise StorageUnavailable(f"redis unavailable: {e}") from e
+        if data is None:
+            raise Unauthorized("unknown, used or expired ticket; get a new one from POST /auth/ticket")
+        return Grant.from_json(data)
 
     # -- completion events -------------------------------------------------------------
 
@@ -181,8 +241,13 @@ class Service:
     async def _collect_garbage(self) -> None:
         """Free deleted subtrees: after each delete, and every gc_interval seconds."""
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._gc_wanted.wait(), self.settings.gc_interval)
+            # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives as the event fires, and close() would hang.
+            waiter = asyncio.ensure_future(self._gc_wanted.wait())
+            try:
+                await asyncio.wait([waiter], timeout=self.settings.gc_interval)
+            finally:
+                waiter.cancel()
             self._gc_wanted.clear()
             try:
                 await self.engine.collect_garbage()

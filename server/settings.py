@@ -35,6 +35,21 @@ class Settings:
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
     feed_tick: float = field(default=0.1, metadata={
         "help": "seconds over which live-feed updates are coalesced per subscription"})
+    jwt_secret: str = field(default="", metadata={
+        "help": "HS256 secret: turns bearer-token auth on (see README, Security)"})
+    jwt_public_key: str = field(default="", metadata={
+        "help": "PEM file of an RS256 or ES256 public key: turns bearer-token auth on"})
+    jwt_issuer: str = field(default="", metadata={"help": "required iss claim, if set"})
+    jwt_audience: str = field(default="", metadata={"help": "required aud claim, if set"})
+    max_nodes_per_tree: int = field(default=1_000_000, metadata={
+        "help": "most nodes one tree may hold; 0: no cap"})
+    rate_limit: int = field(default=20_000, metadata={
+        "help": "most updates per second one token may write over REST (auth on); 0: no limit"})
+    retention_days: float = field(default=30.0, metadata={
+        "help": "trees not updated for this many days are purged; 0: never"})
+    retention_finished_days: float = field(default=7.0, metadata={
+        "help": "the same for trees whose root status is finished"})
+    retention_interval: float = field(default=600.0, metadata={"help": "seconds between retention sweeps"})
     cors_origins: str = field(default="", metadata={
         "help": "comma-separated origins allowed to call the API and socket.io from other sites; "
                 "empty: same origin only"})

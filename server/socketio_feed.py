@@ -9,16 +9,27 @@ Server events:  snapshot {key, node, _now}    the node as GET /status/<key>?dept
 A subscription to a namespace (``_portal``) gets the changes of the trees
 below it.  Closing the socket ends its subscriptions; a client that
 reconnects subscribes again and gets a fresh snapshot.
+
+With auth on, the connect carries the bearer token in its ``auth`` payload
+(``{"token": "..."}``; a ``token`` query parameter is the fallback): no
+valid token, no connection.  A subscribe outside the token's read scopes gets
+an ``error`` (forbidden); the socket is dropped when the token expires.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from urllib.parse import parse_qs
 
 import orjson
 import socketio
 
-from sca_progress.engine import InvalidUpdate, ProgressError
+from sca_progress.engine import ProgressError
 
+from sca_progress.engine.errors import Unauthorized
+
+from .auth import OPEN, Grant
 from .feed import Hub, Subscription
 
 log = logging.getLogger("sca_progress.socketio")
@@ -68,32 +79,54 @@ class SioSink:
         await self.sio.emit(event, data, to=self.sid)
 
 
-def make_socketio(hub_of, cors_origins: list[str] | None = None) -> socketio.AsyncServer:
-    """The socket.io server; *hub_of()* returns the Hub (it starts after the app is built)."""
+def make_socketio(service, cors_origins: list[str] | None = None) -> socketio.AsyncServer:
+    """The socket.io server of *service* (whose hub follows the subscriptions)."""
     sio = socketio.AsyncServer(async_mode="tornado", json=_OrjsonForSocketio,
-                               cors_allowed_origins=cors_origins or [], logger=False, engineio_logger=False)
+                               cors_allowed_origins=cors_origins or None,  # None: same origin only
+                               logger=False, engineio_logger=False)
     subscriptions: dict[str, dict[str, Subscription]] = {}
+    grants: dict[str, Grant] = {}
+    expiries: dict[str, asyncio.Task] = {}
+
+    def hub_of() -> Hub:
+        return service.hub
 
     async def error(sid: str, code: str, message: str) -> None:
         await sio.emit("error", {"code": code, "message": message}, to=sid)
 
+    async def expire(sid: str, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        await error(sid, "unauthorized", "the token has expired")
+        await sio.disconnect(sid)
+
     @sio.event
     async def connect(sid, environ, auth=None):
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if token is None:
+            token = (parse_qs(environ.get("QUERY_STRING", "")).get("token") or [None])[0]
+        try:
+            grant = service.auth.verify(token)
+        except Unauthorized as e:
+            raise socketio.exceptions.ConnectionRefusedError(e.as_dict()) from None
+        grants[sid] = grant
         subscriptions[sid] = {}
+        if grant.expires != float("inf"):
+            expiries[sid] = asyncio.create_task(expire(sid, grant.expires - time.time()))
 
     @sio.event
     async def subscribe(sid, key=None):
         if not isinstance(key, str):
             await error(sid, "bad-key", "subscribe takes a key (a string)")
             return
-        hub: Hub = hub_of()
+        hub = hub_of()
         mine = subscriptions.setdefault(sid, {})
         old = mine.pop(key, None)
         if old is not None:
             await hub.remove(old)
         try:
             sub = Subscription(key, SioSink(sio, sid))
-        except InvalidUpdate as e:
+            grants.get(sid, OPEN).check_read(key)
+        except ProgressError as e:
             await error(sid, e.code, e.message)
             return
         try:
@@ -113,6 +146,10 @@ def make_socketio(hub_of, cors_origins: list[str] | None = None) -> socketio.Asy
 
     @sio.event
     async def disconnect(sid, reason=None):
+        grants.pop(sid, None)
+        task = expiries.pop(sid, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
         for sub in subscriptions.pop(sid, {}).values():
             await hub_of().remove(sub)
 

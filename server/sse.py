@@ -9,13 +9,15 @@ with a fresh snapshot, so nothing missed while away is left out.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import tornado.web
 
-from sca_progress.engine import InvalidUpdate
+from sca_progress.engine import ProgressError
 from sca_progress.engine.keys import TOP
 
+from .auth import OPEN, bearer
 from .feed import Subscription
 from .handlers import BaseHandler
 
@@ -47,10 +49,16 @@ class SseSink:
 
 
 class EventsHandler(BaseHandler):
+    """Auth: a ticket (?ticket=, from POST /auth/ticket) or a bearer header; the
+    stream ends when the token behind it expires."""
+
+    public = True  # authenticated in get(): a ticket or a bearer header
+
     def initialize(self) -> None:
         self._closed = asyncio.Event()
 
     def set_default_headers(self) -> None:
+        super().set_default_headers()  # CORS for allowed origins
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Accel-Buffering", "no")  # proxies: do not buffer the stream
@@ -58,18 +66,37 @@ class EventsHandler(BaseHandler):
 
     async def get(self, key: str = TOP) -> None:
         hub = self.service.hub
+        hub.stream_started()
         try:
+            await self._stream(hub, key)
+        finally:
+            hub.stream_ended()
+
+    async def _stream(self, hub, key: str) -> None:
+        try:
+            grant = OPEN
+            if self.service.auth.enabled:
+                ticket = self.get_query_argument("ticket", None)
+                grant = (await self.service.redeem_ticket(ticket) if ticket
+                         else self.service.auth.verify(bearer(self.request.headers.get("Authorization"))))
             sub = Subscription(key, SseSink(self))
-        except InvalidUpdate:
+            grant.check_read(key)
+        except ProgressError:
             self.clear_header("Content-Encoding")
+            self.set_header("Content-Type", "application/json")
             raise
         sink = sub.sink
         sink.write(f"retry: {RETRY_MS}\n\n".encode())
         await hub.add(sub)
         ends = [asyncio.ensure_future(self._closed.wait()), asyncio.ensure_future(hub.stopped.wait())]
+        expires = asyncio.get_running_loop().time() + min(grant.expires - time.time(), 10 * 365 * 86400)
         try:
             while not (self._closed.is_set() or hub.stopped.is_set()):
-                await asyncio.wait(ends, timeout=HEARTBEAT_S, return_when=asyncio.FIRST_COMPLETED)
+                left = expires - asyncio.get_running_loop().time()
+                if left <= 0:
+                    await sink.send("error", {"code": "unauthorized", "message": "the token has expired"})
+                    break
+                await asyncio.wait(ends, timeout=min(HEARTBEAT_S, left), return_when=asyncio.FIRST_COMPLETED)
                 if not (self._closed.is_set() or hub.stopped.is_set()):
                     sink.write(b": hb\n\n")
         finally:

@@ -7,6 +7,7 @@ they never flush a database.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 
@@ -77,7 +78,7 @@ async def server(redis_url, prefix):
     yield f"http://127.0.0.1:{sockets[0].getsockname()[1]}", app
     http.stop()
     await app.settings["service"].close_feeds()
-    await http.close_all_connections()
+    await asyncio.wait_for(http.close_all_connections(), 10)
     await app.settings["service"].close()
 
 
@@ -146,7 +147,7 @@ async def ingest(redis_url, prefix, amqp_url, amqp_names):
     yield f"http://127.0.0.1:{sockets[0].getsockname()[1]}", app, amqp_names
     http.stop()
     await service.close_feeds()
-    await http.close_all_connections()
+    await asyncio.wait_for(http.close_all_connections(), 10)
     await service.close()
 
 

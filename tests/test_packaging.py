@@ -1,7 +1,8 @@
 """`pip install .` and `pip install -e .` in fresh virtual environments.
 
 The installed package must live under one import namespace (no bare
-`engine` or `server` in site-packages) and find its Lua files.
+`engine` or `server` in site-packages) and find its Lua files and the UI's
+static files.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from sca_progress.engine.scripts import Scripts
 from sca_progress.engine import embedded
 s = Scripts()
 assert all(src.startswith("--[[") for src in s.source.values()), "lua sources"
+from sca_progress.server.ui import STATIC_DIR
+assert (STATIC_DIR / "index.html").is_file() and (STATIC_DIR / "main.js").is_file(), "the UI's static files"
 for bare in ("engine", "server", "lua"):
     assert importlib.util.find_spec(bare) is None, bare + " leaked into site-packages"
 print("ok", sorted(s.sha))

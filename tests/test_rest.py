@@ -124,6 +124,7 @@ async def test_paging_and_gzip(server, http):
     ("GET", "/nowhere", None, 404, "http-404"),
     ("PUT", "/status/_x.j", b"{}", 405, "http-405"),
     ("DELETE", "/status/_x", None, 400, "namespace-key"),
+    ("DELETE", "/status", None, 400, "namespace-key"),
 ])
 async def test_bad_input_gets_a_clear_error_and_changes_nothing(server, http, method, path, body, status, code):
     base, _ = server

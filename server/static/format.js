@@ -1,0 +1,87 @@
+// The server's clock and how values are shown.
+
+// Elapsed times and ETAs are computed on the server's clock, never the
+// browser's: every payload carries the server's time `_now`, and we keep the
+// difference to Date.now() from the latest one.
+let clockOffset = 0;
+
+export function syncClock(payload) {
+  if (payload && typeof payload._now === "number") clockOffset = payload._now - Date.now();
+}
+
+export function serverNow() {
+  return Date.now() + clockOffset;
+}
+
+/** Statuses the UI knows a colour for; any other string gets a neutral one. */
+const KNOWN_STATUSES = new Set(["waiting", "running", "finished", "failed", "canceled", "paused"]);
+
+/** The CSS class of a status: only ever one of ours, whatever string a producer sent. */
+export function statusClass(status) {
+  return KNOWN_STATUSES.has(status) ? `st-${status}` : "st-other";
+}
+
+/** Progress 0..1 as a percentage with one decimal, rounded down (99.99% is not "100%"). */
+export function percent(progress) {
+  return Math.floor(progress * 1000 + 1e-6) / 10;
+}
+
+export function formatPercent(progress) {
+  return typeof progress === "number" ? `${percent(progress)}%` : "–";
+}
+
+/** A duration in ms as "45s", "3m 05s", "2h 07m" or "3d 4h". */
+export function formatDuration(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  const pad = (n) => String(n).padStart(2, "0");
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${pad(Math.floor(s / 60) % 60)}m`;
+  return `${Math.floor(s / 86400)}d ${Math.floor(s / 3600) % 24}h`;
+}
+
+/** "elapsed 1m 05s · ETA 2m 10s", "took 3m 00s", or "" for a node without times. */
+export function formatTimes(node, now = serverNow()) {
+  if (typeof node.start_time !== "number") return "";
+  if (typeof node.end_time === "number") return `took ${formatDuration(node.end_time - node.start_time)}`;
+  const parts = [`elapsed ${formatDuration(now - node.start_time)}`];
+  if (typeof node.eta === "number") {
+    const left = node.eta - now;
+    parts.push(left > 0 ? `ETA ${formatDuration(left)}` : "ETA any moment");
+  }
+  return parts.join(" · ");
+}
+
+export function lastSegment(key) {
+  return key.slice(key.lastIndexOf(".") + 1);
+}
+
+/** What a node is called: its `name` when it has one, else the last segment of its key. */
+export function nodeLabel(node) {
+  if (typeof node.name === "string" && node.name) return node.name;
+  return lastSegment(node.key);
+}
+
+/** Fields with a place of their own in a row; the rest are listed as the producer's fields. */
+const OWN_PLACE = new Set(["key", "name", "msg", "status", "progress", "ts", "tasks", "namespace",
+                           "start_time", "update_time", "end_time", "eta"]);
+
+/** [name, text] of every field a producer sent beyond the usual ones (weight included). */
+export function extraFields(node) {
+  return Object.entries(node)
+    .filter(([name]) => !OWN_PLACE.has(name) && !name.startsWith("_"))
+    .map(([name, value]) => [name, typeof value === "string" ? value : JSON.stringify(value)]);
+}
+
+/** How many children a parent has, from its status counts (null for a leaf). */
+export function childCount(node) {
+  if (node._status_counts) return Object.values(node._status_counts).reduce((a, b) => a + b, 0);
+  if (typeof node._children_total === "number") return node._children_total;
+  return null;
+}
+
+/** Is *node* an older state than *current* (a REST answer overtaken by a live update)? */
+export function olderThan(node, current) {
+  return typeof node.update_time === "number" && typeof current.update_time === "number"
+    && node.update_time < current.update_time;
+}
