@@ -40,7 +40,8 @@ def tree_key(i: int) -> str:
 
 # -- the subscriber process -----------------------------------------------------------
 
-async def subscribers_main(url: str, trees: int, count: int, seconds: float, out: str) -> None:
+async def subscribers_main(url: str, trees: int, count: int, seconds: float, out: str,
+                           tree_format: str = "_feed.job{}") -> None:
     import socketio
 
     latencies: list[float] = []
@@ -62,7 +63,9 @@ async def subscribers_main(url: str, trees: int, count: int, seconds: float, out
             for node in data["nodes"]:
                 states += 1
                 sent = node.get("sent_at")
-                if sent is not None:
+                # Only a leaf changes by its own posts alone; a parent keeps the
+                # sent_at of its last post while roll-ups keep changing it.
+                if sent is not None and "_status_counts" not in node:
                     latencies.append(now - sent)
 
         @client.on("connect")
@@ -71,7 +74,7 @@ async def subscribers_main(url: str, trees: int, count: int, seconds: float, out
 
         return client
 
-    clients = [client_for(tree_key(i % trees)) for i in range(count)]
+    clients = [client_for(tree_format.format(i % trees)) for i in range(count)]
     for i in range(0, count, 20):
         await asyncio.gather(*(c.connect(url, transports=["websocket"], wait_timeout=30) for c in clients[i:i + 20]))
     while ready < count:
@@ -202,9 +205,11 @@ def cli() -> None:
     ap.add_argument("--rates", type=lambda v: [int(x) for x in v.split(",")], default=[500, 5000])
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--tick", type=float, default=0.1)
+    ap.add_argument("--tree-format", default="_feed.job{}", help="subscribers: key of tree i")
     args = ap.parse_args()
     if args.role == "subscribers":
-        uvloop.run(subscribers_main(args.url, args.trees, args.subscribers, args.seconds, args.out))
+        uvloop.run(subscribers_main(args.url, args.trees, args.subscribers, args.seconds, args.out,
+                                    args.tree_format))
     else:
         uvloop.run(main(args))
 

@@ -19,6 +19,7 @@ import logging
 import redis.asyncio as aredis
 
 from sca_progress.engine import (
+    APPLIED,
     ApplyResult,
     DeleteResult,
     Engine,
@@ -53,6 +54,7 @@ class Service:
         self.sio = None  # the socket.io server, set by make_app
         self._gc_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self.updates_applied = 0  # by every source, since start (health, the load harness)
 
     @property
     def events_enabled(self) -> bool:
@@ -152,6 +154,7 @@ class Service:
         """Apply a batch (REST or AMQP), then publish its completion events."""
         snapshots = "updated" if source == "rest" else "none"
         result = await self.engine.apply(updates, snapshots=snapshots, events=self.events_enabled)
+        self.updates_applied += result.results.count(APPLIED)
         if result.events:
             await self._publish_events(result.events)
         return result
@@ -232,7 +235,8 @@ class Service:
         redis_ok = await self.engine.ping()
         amqp = await self.link.health() if self.link is not None else {"state": "disabled"}
         status = "unavailable" if not redis_ok else "degraded" if amqp.get("connected") is False else "ok"
-        body = {"status": status, "redis": "ok" if redis_ok else "unreachable", "amqp": amqp, "_now": now_ms()}
+        body = {"status": status, "redis": "ok" if redis_ok else "unreachable", "amqp": amqp,
+                "updates_applied": self.updates_applied, "_now": now_ms()}
         if self.batcher is not None:
             body["amqp"].update(applied=self.batcher.applied, dead_lettered=self.batcher.dead_lettered,
                                 batches=self.batcher.batches)
