@@ -43,6 +43,17 @@ async def converge(engine, model, timeout: float = 180) -> None:
         raise
 
 
+async def converge_in(redis_url: str, prefix: str, model) -> None:
+    """converge() on the trees a service process writes under *prefix*."""
+    client = aredis.from_url(redis_url)
+    try:
+        engine = Engine(client, prefix=prefix)
+        await engine.start()
+        await converge(engine, model)
+    finally:
+        await client.aclose()
+
+
 @contextlib.asynccontextmanager
 async def service(settings: Settings, wait: bool = True):
     """The service in this process; with *wait*, once its queue is declared and
@@ -115,11 +126,7 @@ async def test_server_killed_mid_ingest_loses_nothing(redis_url, prefix, amqp_ur
             stop_service(proc)
             await sending
         proc, base, log = start_service(args)
-        client = aredis.from_url(redis_url)
-        engine = Engine(client, prefix=prefix)
-        await engine.start()
-        await converge(engine, model)
-        await client.aclose()
+        await converge_in(redis_url, prefix, model)
     finally:
         stop_service(proc)
 
@@ -152,11 +159,7 @@ async def test_sigterm_applies_and_acknowledges_what_is_in_hand(redis_url, prefi
     # Whatever was not applied is still in the queue: a new process finishes the job.
     proc, base, log = start_service(args)
     try:
-        client = aredis.from_url(redis_url)
-        engine = Engine(client, prefix=prefix)
-        await engine.start()
-        await converge(engine, model)
-        await client.aclose()
+        await converge_in(redis_url, prefix, model)
     finally:
         stop_service(proc)
 

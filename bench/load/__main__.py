@@ -30,7 +30,8 @@ def args_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__)
     ap.add_argument("--jobs", type=int, default=2000, help="parallel simulated jobs")
     ap.add_argument("--rate", type=float, default=3000, help="updates per second the jobs aim at, together")
-    ap.add_argument("--seconds", type=float, default=120, help="how long the jobs publish")
+    ap.add_argument("--seconds", type=float, default=120, help="how long the jobs publish, at most")
+    ap.add_argument("--updates", type=int, default=0, help="stop after the jobs sent this many updates (0: no limit)")
     ap.add_argument("--job-procs", type=int, default=2, help="processes the jobs are shared out over")
     ap.add_argument("--readers", type=int, default=4, help="REST readers")
     ap.add_argument("--subscribers", type=int, default=50, help="socket.io subscribers")
@@ -216,6 +217,7 @@ async def run(args) -> Path:
         job_procs = [subprocess.Popen(
             [sys.executable, "-m", "bench.load.jobs", "--jobs", str(args.jobs), "--rate", str(args.rate),
              "--seconds", str(args.seconds), "--seed", str(args.seed), "--procs", str(args.job_procs),
+             "--updates", str(-(-args.updates // args.job_procs) if args.updates else 0),
              "--part", str(i), "--url", service.url, "--amqp-url", args.amqp_url, "--exchange", service.exchange,
              "--out", str(o)]) for i, o in enumerate(jobs_outs)]
         subs = subprocess.Popen([sys.executable, "-m", "bench.feed", "--role", "subscribers", "--url", service.url,
@@ -279,8 +281,21 @@ async def run(args) -> Path:
         await service.cleanup()
 
 
+def loopback_only(args) -> None:
+    """The harness never loads anything but this machine."""
+    from urllib.parse import urlsplit
+
+    from sca_progress.server.auth import is_loopback
+
+    for url in (args.url, args.amqp_url):
+        host = urlsplit(url).hostname if url else "127.0.0.1"
+        if not (host == "localhost" or is_loopback(host or "")):
+            raise SystemExit(f"bench.load targets loopback only, not {url}")
+
+
 def main() -> None:
     args = args_parser().parse_args()
+    loopback_only(args)
     out = uvloop.run(run(args))
     print(f"report: {out}/report.md")
     print((out / "report.md").read_text())

@@ -134,7 +134,7 @@ async def run_jobs(args) -> None:
         await asyncio.sleep(rng.random() * interval)
         pending = []
         for key, fields in plans[j]:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or (args.updates and sum(x.sent for x in senders) >= args.updates):
                 break
             ts_of[j] = ts_of.get(j, 0) + 1
             fields = {**fields, "ts": ts_of[j], "sent_at": time.time() * 1000}
@@ -181,7 +181,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     for name, kind in (("--jobs", int), ("--rate", float), ("--seconds", float), ("--seed", int),
-                       ("--procs", int), ("--part", int)):
+                       ("--procs", int), ("--part", int), ("--updates", int)):
         ap.add_argument(name, type=kind, required=True)
     for name in ("--url", "--amqp-url", "--exchange", "--out"):
         ap.add_argument(name, required=True)
