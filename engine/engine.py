@@ -9,20 +9,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 
 import msgpack
 import orjson
 
-from .errors import InvalidUpdate, NotFound, ProgressError, QuotaExceeded, StorageUnavailable
+from .errors import InvalidUpdate, NotFound, ProgressError, QuotaExceeded, StorageUnavailable, redis_errors
 from .keys import RedisKeys, check_key, namespace_chain, tree_root
 from .limits import Limits
 from .read import TreeReader
 from .records import decode
 from .scripts import Scripts, pack, unpack
-from .updates import bad, encode_update
+from .errors import invalid as bad
+from .updates import encode_update
 
 _SNAPSHOT_MODES = {"none": 0, "updated": 1, "all": 2}
 
@@ -129,22 +130,20 @@ class Engine:
     async def start(self) -> None:
         await self.scripts.load(self.redis)
         if self.feed:
-            try:
+            with redis_errors():
                 version = (await self.redis.info("server"))["redis_version"]
-            except Exception as e:  # noqa: BLE001 - any Redis failure
-                raise StorageUnavailable(f"redis unavailable: {e}") from e
             self.feed_command = "SPUBLISH" if int(str(version).split(".")[0]) >= 7 else "PUBLISH"
 
     async def ping(self) -> bool:
         try:
             return bool(await self.redis.ping())
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure: not answering
             return False
 
     # -- writing -------------------------------------------------------------
 
     async def apply(self, updates: Iterable[tuple[str, Mapping]], snapshots: str = "all",
-                    watched: Container[str] = (), events: bool = False) -> ApplyResult:
+                    events: bool = False) -> ApplyResult:
         """Validate and apply a batch of (key, fields) in one round trip.
 
         Each update is validated on its own: a bad one gets its error in
@@ -153,8 +152,7 @@ class Engine:
         or part of it: updates set values, so the caller can retry).
 
         ``changed`` holds the records of every changed node (snapshots
-        "all"), of the updated nodes only ("updated") or of none ("none");
-        trees whose root is in *watched* always get all of theirs.
+        "all"), of the updated nodes only ("updated") or of none ("none").
 
         With *events*, nodes whose status became finished, failed or canceled
         are returned in ``events`` and kept in their tree's outbox until
@@ -180,14 +178,14 @@ class Engine:
         n_index = len(calls)
         for group in self._group(trees):
             keys, packed, pos = [], [], []
-            for root in group:
+            for root, piece in group:
                 entry = []
-                for i, enc in trees[root]:
+                for i, enc in piece:
                     pos.append(i)
                     enc[0] = len(pos)
                     entry.append(enc)
                 keys.append(self.keys.records(root))
-                packed.append([root, entry, 2 if root in watched else mode])
+                packed.append([root, entry, mode])
             args = (now, self.eta_window_ms, self.limits.max_fields_per_node, pack(packed), int(events),
                     self.feed_command, self.limits.max_nodes_per_tree)
             calls.append(("apply_updates", keys, args))
@@ -218,13 +216,11 @@ class Engine:
             by_tree.setdefault(tree_root(e.key), []).append(e.id)
         if not by_tree:
             return
-        try:
+        with redis_errors():
             async with self.redis.pipeline(transaction=False) as pipe:
                 for root, ids in by_tree.items():
                     pipe.hdel(self.keys.tree(root) + "out", *ids)
                 await pipe.execute()
-        except Exception as e:  # noqa: BLE001 - any Redis failure
-            raise StorageUnavailable(f"redis unavailable: {e}") from e
 
     async def pending_events(self, min_age_ms: int = 30_000, limit: int = 10_000) -> list[Event]:
         """Events still in outboxes that ended at least *min_age_ms* ago: left
@@ -232,7 +228,7 @@ class Engine:
         periodic sweep, not a hot path)."""
         cutoff = now_ms() - min_age_ms
         found: list[Event] = []
-        try:
+        with redis_errors():
             async for key in self.redis.scan_iter(match=f"{self.keys.prefix}:{{*}}:out", count=1000):
                 for event_id, packed in (await self.redis.hgetall(key)).items():
                     event = Event.from_packed(event_id, packed)
@@ -240,8 +236,6 @@ class Engine:
                         found.append(event)
                 if len(found) >= limit:
                     break
-        except Exception as e:  # noqa: BLE001 - any Redis failure
-            raise StorageUnavailable(f"redis unavailable: {e}") from e
         return found[:limit]
 
     def _refusal(self, status: int) -> InvalidUpdate:
@@ -250,18 +244,21 @@ class Engine:
                                  code="tree-full")
         return bad("too-many-fields", f"a node may hold at most {self.limits.max_fields_per_node} fields")
 
-    def _group(self, trees: dict[str, list]) -> list[list[str]]:
-        """Trees per script call: whole trees, at most max_updates_per_call updates
-        a call (a larger tree gets a call of its own)."""
-        groups: list[list[str]] = []
-        size = self.max_updates_per_call
+    def _group(self, trees: dict[str, list]) -> list[list[tuple[str, list]]]:
+        """The script calls: (tree root, its updates) pieces of at most
+        max_updates_per_call updates a call, whole trees where they fit (one tree
+        per call with one_tree_per_call).  A larger tree is split over several
+        calls; they run in order, so its updates still apply as if one by one."""
+        size, limit = self.max_updates_per_call, self.max_updates_per_call
+        groups: list[list[tuple[str, list]]] = []
         for root, ups in trees.items():
-            if self.one_tree_per_call or not groups or size + len(ups) > self.max_updates_per_call:
-                groups.append([root])
-                size = len(ups)
-            else:
-                groups[-1].append(root)
-                size += len(ups)
+            for i in range(0, len(ups), limit):
+                piece = ups[i:i + limit]
+                if self.one_tree_per_call or not groups or size + len(piece) > limit:
+                    groups.append([])
+                    size = 0
+                groups[-1].append((root, piece))
+                size += len(piece)
         return groups
 
     def _index_calls(self, roots: Iterable[str], now: int) -> list:
@@ -286,6 +283,10 @@ class Engine:
         if root is None:
             raise bad("namespace-key", f"{key!r} is a namespace; delete the trees under it one by one")
         now = now_ms()
+        with redis_errors():
+            # Registered first: if anything fails after the script detached the
+            # subtree, the collector still knows the tree has garbage.
+            await self.redis.sadd(self.keys.gc_trees, root)
         (reply,) = await self.scripts.run(
             self.redis,
             [("delete_subtree", [self.keys.records(root)], [now, self.eta_window_ms, key, int(snapshots), self.feed_command,
@@ -297,28 +298,26 @@ class Engine:
             raise NotFound(f"no node {key!r}")
         if found == 2:
             return None
-        try:
-            await self.redis.sadd(self.keys.gc_trees, root)
-            if key == root:
-                await self._unindex(root, now)
-        except Exception as e:  # noqa: BLE001 - any Redis failure
-            raise StorageUnavailable(f"redis unavailable: {e}") from e
+        if key == root:
+            await self.unlist_tree(root, now)
         changed = list(zip([k.decode() for k in flat[0::2]], flat[1::2]))
         return DeleteResult(key, changed, now)
 
-    async def _unindex(self, root: str, now: int) -> None:
-        """Remove a deleted tree from its namespace, and namespaces left empty from
-        theirs; a watched namespace's feed hears of each removal."""
+    async def unlist_tree(self, root: str, now: int | None = None) -> None:
+        """Remove a (deleted) tree from its namespace, and namespaces left empty
+        from theirs; a watched namespace's feed hears of each removal."""
+        now = now or now_ms()
         for ns, child in namespace_chain(root):
             base = self.keys.ns_base(ns)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zrem(self.keys.ns(ns), child)
-                pipe.zrem(self.keys.ns_recent(ns), child)
-                pipe.zcard(self.keys.ns(ns))
-                pipe.exists(base + "w")
-                _, _, left, watched = await pipe.execute()
-            if watched and self.feed_command:
-                await self.redis.execute_command(self.feed_command, base + "f", pack([now, [], child]))
+            with redis_errors():
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.zrem(self.keys.ns(ns), child)
+                    pipe.zrem(self.keys.ns_recent(ns), child)
+                    pipe.zcard(self.keys.ns(ns))
+                    pipe.exists(base + "w")
+                    _, _, left, watched = await pipe.execute()
+                if watched and self.feed_command:
+                    await self.redis.execute_command(self.feed_command, base + "f", pack([now, [], child]))
             if left or ns == "":
                 return
 
@@ -326,7 +325,8 @@ class Engine:
         """Free detached subtrees (of *root*, or of every tree that has some)
         until none is left, one bounded script call at a time.  Returns the
         number of calls made."""
-        roots = [root] if root else [r.decode() for r in await self.redis.smembers(self.keys.gc_trees)]
+        with redis_errors():
+            roots = [root] if root else [r.decode() for r in await self.redis.smembers(self.keys.gc_trees)]
         calls = 0
         for r in roots:
             while True:
@@ -339,9 +339,10 @@ class Engine:
                     break
             # A delete may queue more garbage between the last call and SREM:
             # put the tree back when it did.
-            await self.redis.srem(self.keys.gc_trees, r)
-            if await self.redis.llen(self.keys.tree(r) + "gc"):
-                await self.redis.sadd(self.keys.gc_trees, r)
+            with redis_errors():
+                await self.redis.srem(self.keys.gc_trees, r)
+                if await self.redis.llen(self.keys.tree(r) + "gc"):
+                    await self.redis.sadd(self.keys.gc_trees, r)
         return calls
 
     # -- reading -------------------------------------------------------------

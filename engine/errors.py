@@ -9,13 +9,18 @@
     ├── Forbidden            a valid token whose scopes do not cover the key (403)
     ├── RateLimited          a token past its rate limit (429)
     ├── NotFound             no node at that key (404)
-    └── StorageUnavailable   Redis cannot be reached or failed (503)
+    ├── ScriptFailed         a script failed for a reason no input explains (a bug: 500)
+    └── StorageUnavailable   Redis cannot be reached (503): retried by the batcher
 
 Every InvalidUpdate carries a short machine-readable ``code`` and a message
 naming what was wrong; REST renders them as ``{"error": {"code", "message"}}``
 and AMQP puts them in the dead-letter reason header.
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
+
+from redis import exceptions as rex
 
 
 class ProgressError(Exception):
@@ -79,10 +84,33 @@ class StorageUnavailable(ProgressError):
     status = 503
 
 
+class ScriptFailed(ProgressError):
+    code = "script-failed"
+    status = 500
+
+
+def invalid(code: str, message: str) -> InvalidUpdate:
+    """An InvalidUpdate (400) with its machine-readable code."""
+    return InvalidUpdate(message, code=code)
+
+
+@contextmanager
+def redis_errors():
+    """Redis calls inside: a lost or refused connection becomes StorageUnavailable,
+    any other Redis error ScriptFailed (a 500, never retried as an outage)."""
+    try:
+        yield
+    except (rex.ConnectionError, rex.TimeoutError, OSError) as e:
+        raise StorageUnavailable(f"redis unavailable: {e}") from e
+    except rex.RedisError as e:
+        raise ScriptFailed(f"redis failed: {e}") from e
+
+
 # Error replies our Lua scripts raise, as "<code> <detail>" (see each script's
 # header).  They can only happen when a caller bypasses the Python validation.
 SCRIPT_ERROR_CODES = frozenset(
-    {"bad-batch", "bad-key", "bad-progress", "bad-weight", "bad-status", "reserved-field", "bad-value"}
+    {"bad-batch", "bad-key", "bad-progress", "bad-weight", "bad-status", "reserved-field", "bad-value",
+     "too-many-nodes"}
 )
 
 
@@ -92,4 +120,6 @@ def from_script_error(text: str) -> ProgressError:
     code, _, detail = text.partition(" ")
     if code in SCRIPT_ERROR_CODES:
         return InvalidUpdate(f"{code}: {detail}" if detail else code, code=code)
-    return StorageUnavailable(f"redis script failed: {text}")
+    if text.startswith(("LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN")):
+        return StorageUnavailable(f"redis unavailable: {text}")
+    return ScriptFailed(f"redis script failed: {text}")

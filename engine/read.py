@@ -24,9 +24,12 @@ and serializes the whole answer once: the path REST uses).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-from .errors import InvalidUpdate, NotFound, ProgressError, StorageUnavailable
+from .errors import NotFound, ProgressError, StorageUnavailable
+from .errors import invalid as bad
+from .errors import redis_errors
 from .keys import TOP, check_key, is_namespace, tree_root
 from .records import decode
 from .scripts import pack, unpack
@@ -35,10 +38,6 @@ from .scripts import pack, unpack
 READ_CHUNK = 1000
 #: How often a read starts over when a subtree is deleted under it.
 READ_ATTEMPTS = 3
-
-
-def _bad(code: str, message: str) -> InvalidUpdate:
-    return InvalidUpdate(message, code=code)
 
 
 @dataclass
@@ -66,15 +65,15 @@ class TreeReader:
         if key != TOP:
             check_key(key)
         if type(depth) is not int or not 1 <= depth <= lim.max_read_depth:
-            raise _bad("bad-depth", f"depth must be an integer from 1 to {lim.max_read_depth}")
+            raise bad("bad-depth", f"depth must be an integer from 1 to {lim.max_read_depth}")
         if limit is None:
             limit = lim.default_children_limit
         if type(limit) is not int or not 1 <= limit <= lim.max_children_limit:
-            raise _bad("bad-limit", f"limit must be an integer from 1 to {lim.max_children_limit}")
+            raise bad("bad-limit", f"limit must be an integer from 1 to {lim.max_children_limit}")
         if order not in ("first", "recent"):
-            raise _bad("bad-order", "order must be 'first' or 'recent'")
+            raise bad("bad-order", "order must be 'first' or 'recent'")
         if order == "recent" and not is_namespace(key):
-            raise _bad("bad-order", "order=recent applies to namespaces only")
+            raise bad("bad-order", "order=recent applies to namespaces only")
         _check_cursor(cursor, order)
         for attempt in range(READ_ATTEMPTS):
             try:
@@ -100,7 +99,7 @@ class TreeReader:
             if top is None:
                 raise NotFound(f"no namespace {key!r}")
         else:
-            rec = (await self._run([(tree_root(key), ("k", key))], limit, cursor))[0]
+            rec = (await self._run([(tree_root(key), ("k", key))], limit, cursor, lim.max_read_child_keys))[0]
             if rec is False:
                 raise NotFound(f"no node {key!r}")
             top = _loaded(rec, key, tree_root(key), fragments)
@@ -111,17 +110,18 @@ class TreeReader:
             if not wanted:
                 break
             if loaded + wanted > lim.max_read_nodes:
-                raise _bad("too-many-nodes", f"the answer would hold more than {lim.max_read_nodes} "
+                raise bad("too-many-nodes", f"the answer would hold more than {lim.max_read_nodes} "
                                              f"nodes; ask for a smaller depth or limit")
-            frontier = await self._next_level(frontier, limit, fragments)
+            frontier = await self._next_level(frontier, limit, fragments, lim.max_read_child_keys - listed)
             loaded += len(frontier)
             listed += sum(len(x.children) for x in frontier)
             if listed > lim.max_read_child_keys:
-                raise _bad("too-many-nodes", f"the answer would list more than {lim.max_read_child_keys} "
+                raise bad("too-many-nodes", f"the answer would list more than {lim.max_read_child_keys} "
                                              f"child keys; ask for a smaller depth or limit")
         return top.node
 
-    async def _next_level(self, frontier: list[_Loaded], limit: int, fragments: bool) -> list[_Loaded]:
+    async def _next_level(self, frontier: list[_Loaded], limit: int, fragments: bool,
+                          key_budget: int) -> list[_Loaded]:
         """Load the listed children of every node of *frontier*; attach them as tasks."""
         requests, owners, namespaces = [], [], []
         for parent in frontier:
@@ -138,7 +138,7 @@ class TreeReader:
                 else:
                     requests.append((child, ("k", child)))
                     owners.append((parent, [child]))
-        replies = await self._run(requests, limit, "")
+        replies = await self._run(requests, limit, "", key_budget)
         got: dict[str, _Loaded] = {}
         for (parent, keys), reply in zip(owners, replies):
             if parent.root is None:
@@ -162,9 +162,12 @@ class TreeReader:
                 nxt.extend(kids)
         return nxt
 
-    async def _run(self, requests: list[tuple[str, tuple]], limit: int, cursor: str) -> list:
+    async def _run(self, requests: list[tuple[str, tuple]], limit: int, cursor: str,
+                   key_budget: int | str = "") -> list:
         """Run read requests [(tree root, request)] in one round trip of
-        read_nodes.lua calls; return each request's reply."""
+        read_nodes.lua calls; return each request's reply.  No call lists more
+        than *key_budget* child keys (the script refuses past it, before the
+        answer grows)."""
         engine = self.engine
         calls = []
         i = 0
@@ -180,11 +183,15 @@ class TreeReader:
                 cost += max(1, len(req) - 3)
                 i += 1
             keys = [engine.keys.records(r) for r in roots]
-            calls.append(("read_nodes", keys, [limit, cursor if not calls else "", pack(batch)]))
+            calls.append(("read_nodes", keys, [limit, cursor if not calls else "", pack(batch), key_budget]))
         replies = await engine.scripts.run(engine.redis, calls) if calls else []
         out = []
         for reply in replies:
             if isinstance(reply, ProgressError):
+                if reply.code == "too-many-nodes":
+                    raise bad("too-many-nodes", f"the answer would list more than "
+                                                f"{self.engine.limits.max_read_child_keys} child keys; "
+                                                f"ask for a smaller depth or limit")
                 raise reply
             out.extend(unpack(reply))
         return out
@@ -194,7 +201,7 @@ class TreeReader:
         if not names:
             return []
         keys = self.engine.keys
-        try:
+        with redis_errors():
             async with self.engine.redis.pipeline(transaction=False) as pipe:
                 for ns in names:
                     if order == "recent":
@@ -206,8 +213,6 @@ class TreeReader:
                                            start=0, num=limit + 1, withscores=True)
                     pipe.zcard(keys.ns(ns))
                 replies = await pipe.execute()
-        except Exception as e:  # noqa: BLE001 - any Redis failure
-            raise StorageUnavailable(f"redis unavailable: {e}") from e
         out = []
         for j, ns in enumerate(names):
             page, total = replies[2 * j], replies[2 * j + 1]
@@ -236,16 +241,12 @@ def _loaded(rep: list, key: str, root: str, fragments: bool) -> _Loaded:
     return _Loaded(key, node, root, rep[1], children)
 
 
+_CURSOR = {"first": re.compile(r"[0-9]{1,20}"), "recent": re.compile(r"[0-9]{1,20}:[0-9]{1,10}")}
+
+
 def _check_cursor(cursor: str | None, order: str) -> None:
-    if not cursor:
-        return
-    if order == "recent":
-        score, sep, skip = cursor.partition(":")
-        ok = sep and score.isdigit() and skip.isdigit()
-    else:
-        ok = cursor.isdigit()
-    if not ok or len(cursor) > 40:
-        raise _bad("bad-cursor", "cursor must be a value returned in _children_next")
+    if cursor and not _CURSOR[order].fullmatch(cursor):
+        raise bad("bad-cursor", "cursor must be a value returned in _children_next")
 
 
 def _next_cursor(page: list, cursor: str, order: str) -> str:

@@ -55,5 +55,6 @@ def decode(key: str, raw: bytes, fragments: bool = False) -> dict:
     return node
 
 
-def children_total(raw: bytes) -> int:
-    return int(_HEAD.unpack_from(raw)[3])
+def record_update_time(raw: bytes) -> int:
+    """The update_time (ms) of a record, without decoding the rest."""
+    return int(_HEAD.unpack_from(raw)[11])

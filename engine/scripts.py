@@ -16,7 +16,7 @@ from importlib import resources
 import msgpack
 from redis import exceptions as rex
 
-from .errors import ProgressError, StorageUnavailable, from_script_error
+from .errors import ProgressError, ScriptFailed, StorageUnavailable, from_script_error, redis_errors
 
 SCRIPT_NAMES = ("apply_updates", "read_nodes", "delete_subtree", "collect_garbage", "index_trees")
 _INCLUDE = re.compile(r"^--@include (\w+)[ \t]*$", re.MULTILINE)
@@ -63,13 +63,11 @@ class Scripts:
 
     async def load(self, redis) -> None:
         """SCRIPT LOAD every script (after a start, or a Redis restart)."""
-        try:
+        with redis_errors():
             async with redis.pipeline(transaction=False) as pipe:
                 for src in self.source.values():
                     pipe.script_load(src)
                 await pipe.execute()
-        except (rex.ConnectionError, rex.TimeoutError) as e:
-            raise StorageUnavailable(f"redis unavailable: {e}") from e
 
     async def run(self, redis, calls: Sequence[Call]) -> list:
         """Run *calls* in one round trip; return each call's reply in order.
@@ -89,13 +87,11 @@ class Scripts:
         return [_reply(r) for r in replies]
 
     async def _execute(self, redis, calls: Sequence[Call]) -> list:
-        try:
+        with redis_errors():
             async with redis.pipeline(transaction=False) as pipe:
                 for name, keys, args in calls:
                     pipe.evalsha(self.sha[name], len(keys), *keys, *args)
                 return await pipe.execute(raise_on_error=False)
-        except (rex.ConnectionError, rex.TimeoutError) as e:
-            raise StorageUnavailable(f"redis unavailable: {e}") from e
 
 
 def _reply(r):
@@ -104,5 +100,5 @@ def _reply(r):
     if isinstance(r, (rex.ConnectionError, rex.TimeoutError)):
         return StorageUnavailable(f"redis unavailable: {r}")
     if isinstance(r, Exception) and not isinstance(r, ProgressError):
-        return StorageUnavailable(f"redis failed: {r!r}")
+        return ScriptFailed(f"redis failed: {r!r}")
     return r

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import orjson
 
-from .errors import InvalidUpdate
+from .errors import invalid as bad
 from .keys import check_key, tree_root
 from .limits import MAX_WEIGHT, MIN_POSITIVE_WEIGHT, Limits
 
@@ -30,10 +30,6 @@ SERVER_FIELDS = frozenset({"key", "start_time", "update_time", "end_time", "eta"
 _STRING_FIELDS = frozenset({"status", "msg", "name"})
 _NUMBER = (int, float)
 dumps = orjson.dumps
-
-
-def bad(code: str, message: str) -> InvalidUpdate:
-    return InvalidUpdate(message, code=code)
 
 
 def encode_update(key: str, fields: Mapping, limits: Limits) -> tuple[str, list]:

@@ -62,6 +62,8 @@ local max_nodes = tonumber(ARGV[7] or '0')
 --@include nodes_to_create
 --@include rollup
 --@include write_tree
+--@include new_tree
+--@include publish_if_watched
 
 if not ok or type(batch) ~= 'table' or #batch ~= #KEYS then
   return redis.error_reply('bad-batch packed batch does not match KEYS')
@@ -81,8 +83,7 @@ end
 
 local statuses, trees = {}, {}
 for i, entry in ipairs(batch) do
-  local tree = { T = string.sub(KEYS[i], 1, -2), root = entry[1], raw = {}, up = {}, nodes = {},
-                 levels = {}, deepest = 0, gc = {}, ended = {} }
+  local tree = new_tree(KEYS[i], entry[1])
   local keys = {}
   for _, u in ipairs(entry[2]) do path_keys(tree, u[2], keys) end
   fetch_records(tree, keys)
@@ -103,9 +104,7 @@ end
 local out, events = {}, {}
 for i, tree in ipairs(trees) do
   local written = write_tree(tree, tree.changed)
-  if feed ~= '' and #written > 0 and redis.call('EXISTS', tree.T .. 'w') == 1 then
-    redis.call(feed, tree.T .. 'f', cmsgpack.pack({ now, written, false }))
-  end
+  if #written > 0 then publish_if_watched(feed, tree.T, cmsgpack.pack({ now, written, false })) end
   if record_events and #tree.ended > 0 then
     local outbox = {}
     for _, s in ipairs(tree.ended) do
@@ -116,7 +115,7 @@ for i, tree in ipairs(trees) do
       events[#events + 1] = id
       events[#events + 1] = event
     end
-    redis.call('HSET', tree.T .. 'out', unpack(outbox))
+    call_chunked('HSET', tree.T .. 'out', outbox, 2)
   end
   local mode = batch[i][3]
   if mode > 0 then

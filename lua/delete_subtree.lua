@@ -35,13 +35,14 @@ local not_after = tonumber(ARGV[6] or '')
 --@include load_node
 --@include rollup
 --@include write_tree
+--@include new_tree
+--@include publish_if_watched
 
 local root = string.match(KEYS[1], '{(.*)}:t$')
 if root == nil or not (key == root or string.sub(key, 1, #root + 1) == root .. '.') then
   return redis.error_reply('bad-key ' .. key)
 end
-local tree = { T = string.sub(KEYS[1], 1, -2), root = root, raw = {}, up = {}, nodes = {},
-               levels = {}, deepest = 0, gc = {}, ended = {} }
+local tree = new_tree(KEYS[1], root)
 local s = load_node(tree, key, false)
 if s == nil then return cmsgpack.pack({ 0, {} }) end
 if not_after and s[UPD] > not_after then return cmsgpack.pack({ 2, {} }) end
@@ -59,13 +60,9 @@ if parent then
   parent[BELOW] = 1
   local written = write_tree(tree, rollup(tree, now, tau))
   if snapshots then out = written end
-  if feed ~= '' and redis.call('EXISTS', tree.T .. 'w') == 1 then
-    redis.call(feed, tree.T .. 'f', cmsgpack.pack({ now, written, key }))
-  end
+  publish_if_watched(feed, tree.T, cmsgpack.pack({ now, written, key }))
 else
-  if #tree.gc > 0 then redis.call('RPUSH', tree.T .. 'gc', unpack(tree.gc)) end
-  if feed ~= '' and redis.call('EXISTS', tree.T .. 'w') == 1 then
-    redis.call(feed, tree.T .. 'f', cmsgpack.pack({ now, {}, key }))
-  end
+  call_chunked('RPUSH', tree.T .. 'gc', tree.gc)
+  publish_if_watched(feed, tree.T, cmsgpack.pack({ now, {}, key }))
 end
 return cmsgpack.pack({ 1, out })

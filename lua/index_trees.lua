@@ -14,6 +14,8 @@
   Output:
     number of children indexed for the first time
 ]]
+--@include publish_if_watched
+
 local first = KEYS[1]
 local recent = first .. 'r'
 local counter = first .. 'n'
@@ -28,9 +30,8 @@ for i = 3, #ARGV do
   redis.call('ZADD', recent, 'GT', now, ARGV[i])
 end
 if feed ~= '' then
-  local base = string.sub(first, 1, -3)
-  if redis.call('EXISTS', base .. 'w') == 1 then
-    redis.call(feed, base .. 'f', cmsgpack.pack({ now, { unpack(ARGV, 3) }, false }))
-  end
+  local children = {}
+  for i = 3, #ARGV do children[#children + 1] = ARGV[i] end
+  publish_if_watched(feed, string.sub(first, 1, -3), cmsgpack.pack({ now, children, false }))
 end
 return added

@@ -10,6 +10,7 @@
                 { 'k', i, node_key }   the node node_key of tree i
                 { 'c', i, parent_key, parent_id, seg1, seg2, ... }
                                        children of a node read before
+    ARGV[4]   most child keys this call may list in all ("" for no limit)
   Output:
     msgpack array, one entry per request:
       'k'  a reply, or false when there is no such node
@@ -20,15 +21,19 @@
       record       the stored record (record_format.lua)
       next_cursor  first-seen position of the last listed child when more follow
   Errors:
-    bad-batch <reason>   a malformed request
+    bad-batch <reason>       a malformed request
+    too-many-nodes <limit>   listing the children would pass ARGV[4]
 ]]
 local limit = tonumber(ARGV[1])
 local first_cursor = ARGV[2]
 local ok, requests = pcall(cmsgpack.unpack, ARGV[3])
+local budget = tonumber(ARGV[4] or '')
+local over = false
 
 --@include path_keys
 --@include fetch_records
 --@include load_node
+--@include new_tree
 
 if not ok or type(requests) ~= 'table' or limit == nil or limit < 1 or limit > 10000 then
   return redis.error_reply('bad-batch malformed read request')
@@ -46,6 +51,10 @@ local function reply(T, raw, id, nc, cursor)
       n = limit
       rep[4] = page[2 * limit]
     end
+    if budget then
+      budget = budget - n
+      if budget < 0 then over = true end
+    end
     for j = 1, n do rep[4 + j] = page[2 * j - 1] end
   end
   return rep
@@ -56,8 +65,7 @@ for r, q in ipairs(requests) do
   local t = KEYS[q[2]]
   local root = t and string.match(t, '{(.*)}:t$')
   if root == nil then return redis.error_reply('bad-batch request ' .. r .. ' names no tree') end
-  local tree = { T = string.sub(t, 1, -2), root = root, raw = {}, up = {}, nodes = {},
-                 levels = {}, deepest = 0, gc = {}, ended = {} }
+  local tree = new_tree(t, root)
   if q[1] == 'k' then
     local keys = {}
     path_keys(tree, q[3], keys)
@@ -89,5 +97,6 @@ for r, q in ipairs(requests) do
   else
     return redis.error_reply('bad-batch unknown request kind')
   end
+  if over then return redis.error_reply('too-many-nodes ' .. ARGV[4]) end
 end
 return cmsgpack.pack(out)

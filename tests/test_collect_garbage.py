@@ -1,5 +1,4 @@
 """collect_garbage.lua: bounded chunks, everything freed, leftovers of replaced nodes too."""
-from sca_progress.engine.scripts import unpack  # noqa: F401  (kept for symmetry with the other script tests)
 
 
 async def call(engine, root, budget):
@@ -17,7 +16,7 @@ async def test_frees_a_big_subtree_in_bounded_chunks(engine, redis_client):
     before = await redis_client.hlen(engine.keys.records("_t.j"))
     await engine.delete("_t.j.big")
     calls = 0
-    while (left := await call(engine, "_t.j", 30)) > 0:
+    while await call(engine, "_t.j", 30) > 0:
         calls += 1
         assert calls < 100
     assert calls >= 5  # 205 records at 30 a call

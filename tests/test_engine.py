@@ -206,8 +206,8 @@ async def test_snapshot_modes(engine):
     ups = [("_t.j.a.x", {"progress": 0.1}), ("_u.k.z", {"progress": 0.2})]
     assert (await engine.apply(ups, snapshots="none")).changed == []
     assert sorted(k for k, _ in (await engine.apply(ups, snapshots="updated")).changed) == ["_t.j.a.x", "_u.k.z"]
-    res = await engine.apply(ups, snapshots="none", watched={"_t.j"})
-    assert sorted(k for k, _ in res.changed) == ["_t.j", "_t.j.a", "_t.j.a.x"]
+    res = await engine.apply(ups, snapshots="all")
+    assert sorted(k for k, _ in res.changed) == ["_t.j", "_t.j.a", "_t.j.a.x", "_u.k", "_u.k.z"]
     with pytest.raises(KeyError):
         await engine.apply(ups, snapshots="some")
 
@@ -348,6 +348,27 @@ async def test_prefixes_keep_deployments_apart(redis_client, prefix):
     await post(a, "_t.j.x", progress=1)
     with pytest.raises(NotFound):
         await b.read("_t.j")
+
+
+async def test_a_big_batch_of_one_tree_is_split_over_calls_in_order(redis_client, prefix):
+    engine = Engine(redis_client, prefix=prefix, max_updates_per_call=100)
+    await engine.start()
+    ups = [(f"_t.big.p{i % 250}", {"progress": (i // 250) / 10, "status": "finished" if i >= 2250 else "running"})
+           for i in range(2500)]
+    res = await engine.apply(ups, events=True)
+    assert res.results == [APPLIED] * 2500
+    node = await engine.read("_t.big")
+    assert node["progress"] == pytest.approx(0.9) and node["_status_counts"] == {"finished": 250}
+    assert len(res.events) == 250
+
+
+async def test_a_batch_too_big_for_one_lua_unpack(redis_client, prefix):
+    """5,000 nodes finishing in one call: every list the scripts write goes in chunks."""
+    engine = Engine(redis_client, prefix=prefix, max_updates_per_call=10_000)
+    await engine.start()
+    res = await engine.apply([(f"_t.wide.n{i}", {"status": "finished"}) for i in range(5000)], events=True)
+    assert res.results == [APPLIED] * 5000 and len(res.events) == 5000
+    assert len(await engine.pending_events(min_age_ms=0)) == 5000
 
 
 async def test_one_tree_per_call_gives_the_same_trees(redis_client, prefix):

@@ -40,3 +40,12 @@ async def test_a_parent_deleted_between_reads_is_reported(engine):
     await engine.apply([("_t.j.a.y", {"progress": 1})])  # a new node at the same key
     (kids,) = unpack(await call(engine, keys, pack([["c", 1, "_t.j.a", a[1], "x"]])))
     assert kids is False
+
+
+async def test_the_listing_budget_is_enforced_inside_the_script(engine):
+    await engine.apply([(f"_t.j.c{i}", {"progress": 0.5}) for i in range(30)])
+    keys = [engine.keys.records("_t.j")]
+    (reply,) = await engine.scripts.run(engine.redis, [("read_nodes", keys, [1000, "", pack([["k", 1, "_t.j"]]), 29])])
+    assert isinstance(reply, InvalidUpdate) and reply.code == "too-many-nodes"
+    (reply,) = await engine.scripts.run(engine.redis, [("read_nodes", keys, [1000, "", pack([["k", 1, "_t.j"]]), 30])])
+    assert unpack(reply)[0][2] == 30

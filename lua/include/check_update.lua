@@ -33,7 +33,8 @@ local function check_update(root, prefix, u)
           return 'bad-weight ' .. key
         end
       elseif name == 'status' then
-        if string.byte(v, 1) ~= 34 or string.byte(v, -1) ~= 34 or #v < 3 then
+        if string.byte(v, 1) ~= 34 or string.byte(v, -1) ~= 34 or #v < 3
+            or (string.find(v, '\\', 1, true) and not pcall(cjson.decode, v)) then
           return 'bad-status ' .. key
         end
       end

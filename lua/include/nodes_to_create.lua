@@ -7,7 +7,7 @@ local function nodes_to_create(tree, key)
   while key and tree.nodes[key] == nil and not tree.raw[key] do
     n = n + 1
     if key == tree.root then break end
-    key = string.match(key, '^(.+)%.[^.]+$')
+    key = tree.up[key][1] -- path_keys split every key of the call already
   end
   return n
 end

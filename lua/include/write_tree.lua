@@ -1,6 +1,7 @@
 --@include slots
 --@include pack_record
--- Write the changed states of a tree: their records (HSET, 1000 a call),
+--@include call_chunked
+-- Write the changed states of a tree: their records (HSET, 500 a call),
 -- new children's first-seen entries (one ZADD per parent), and the leftovers
 -- replaced by new nodes, queued for collect_garbage.lua.  Returns the flat
 -- list key1, record1, key2, record2, ... of what it wrote.
@@ -22,15 +23,10 @@ local function write_tree(tree, changed)
       args[#args + 1] = s[SEG]
     end
   end
-  for i = 1, #records, 2000 do
-    redis.call('HSET', T .. 't', unpack(records, i, math.min(i + 1999, #records)))
-  end
+  call_chunked('HSET', T .. 't', records, 2)
   for pid, args in pairs(born) do
-    local c = T .. 'c:' .. string.format('%d', pid)
-    for i = 1, #args, 2000 do
-      redis.call('ZADD', c, unpack(args, i, math.min(i + 1999, #args)))
-    end
+    call_chunked('ZADD', T .. 'c:' .. string.format('%d', pid), args, 2)
   end
-  if #tree.gc > 0 then redis.call('RPUSH', T .. 'gc', unpack(tree.gc)) end
+  call_chunked('RPUSH', T .. 'gc', tree.gc)
   return records
 end
