@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import socketio
 import tornado.web
+from tornado.log import access_log
 
-from .handlers import BatchHandler, HealthHandler, NodeHandler, NotFoundHandler, OpenApiHandler, TicketHandler
+from .handlers import (BatchHandler, HealthHandler, NodeHandler, NotFoundHandler, OpenApiHandler, TicketHandler,
+                       redacted_uri)
 from .service import Service
 from .settings import Settings
 from .socketio_feed import make_socketio
@@ -13,6 +15,14 @@ from .ui import ui_routes
 
 #: A node key in a URL; the engine validates it (see engine/keys.py).
 KEY = r"([^/]+)"
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's access log, with token and ticket values redacted from URLs."""
+    status = handler.get_status()
+    log = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
+    log("%d %s %s (%s) %.2fms", status, handler.request.method, redacted_uri(handler.request), handler.request.remote_ip,
+        1000.0 * handler.request.request_time())
 
 
 async def make_app(settings: Settings) -> tornado.web.Application:
@@ -38,4 +48,5 @@ async def make_app(settings: Settings) -> tornado.web.Application:
         service=service,
         engine=service.engine,
         cors_origins=frozenset(origins),
+        log_function=log_request,
     )

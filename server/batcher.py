@@ -133,7 +133,11 @@ class Batcher:
         try:
             await self._apply(live)
         except StorageUnavailable:
-            log.warning("stopping with Redis unavailable: %d messages left unacknowledged", len(live))
+            # Stopping with Redis down: hand the batch back now, so that no later
+            # multiple-ack of this channel covers it.
+            log.warning("stopping with Redis unavailable: %d messages handed back to the broker", len(live))
+            with contextlib.suppress(Exception):
+                await live[-1].nack(multiple=True, requeue=True)
         except Exception as e:  # noqa: BLE001 - isolate the message that causes it
             if self.link.generation != generation or not self.link.connected:
                 log.info("the channel closed under a batch (%r); the broker redelivers it", e)
@@ -205,8 +209,13 @@ class Batcher:
         count = self.failures.pop(ident, 0) + 1
         if count > self.max_redeliveries:
             log.error("message %s failed %d times (%r): dead-lettering it", ident, count, error)
-            with contextlib.suppress(Exception):
+            try:
                 await self.link.dead_letter(message, "failed", f"failed {count} times: {error!r}")
+            except Exception:  # noqa: BLE001 - not dead-lettered: back to the queue, never left open
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+                return
+            with contextlib.suppress(Exception):
                 await message.ack()
                 self.dead_lettered += 1
             return

@@ -27,13 +27,14 @@ import logging
 from collections import defaultdict
 from typing import Protocol
 
-import orjson
 from redis import exceptions as rex
 
 from sca_progress.engine import NotFound, ProgressError, StorageUnavailable, check_key, is_namespace, now_ms
 from sca_progress.engine.keys import TOP
-from sca_progress.engine.records import decode
+from sca_progress.engine.records import decode, record_update_time
 from sca_progress.engine.scripts import unpack
+
+from .tasks import cancel_and_wait
 
 log = logging.getLogger("sca_progress.feed")
 
@@ -64,6 +65,7 @@ class Subscription:
         self.pending: dict[str, bytes | None] = {}  # node key -> record (trees) / None (a namespace's child)
         self.removed: list[str] = []
         self.resync = False
+        self.ready = False  # its snapshot went out: updates may follow
         self.base = ""  # marker/channel prefix, set by the hub
 
     def concerns(self, key: str) -> bool:
@@ -111,11 +113,7 @@ class Hub:
         waiter = asyncio.ensure_future(self._no_streams.wait())
         await asyncio.wait([waiter], timeout=10)
         waiter.cancel()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(self._tasks)
         if self.pubsub is not None:
             with contextlib.suppress(Exception):
                 await self.pubsub.aclose()
@@ -159,6 +157,7 @@ class Hub:
                         await self.pubsub.sunsubscribe(sub.base + "f")
                     else:
                         await self.pubsub.unsubscribe(sub.base + "f")
+                self._confirmed.pop(sub.base + "f", None)
                 # The marker expires by itself: another process may still watch.
 
     def subscriptions(self) -> int:
@@ -188,20 +187,35 @@ class Hub:
                     sub.resync = True
 
     async def _snapshot(self, sub: Subscription) -> None:
-        sub.pending.clear()
+        """Send a fresh snapshot; changes that arrived while it was read and are
+        not newer than what it shows are dropped, so no older state follows it."""
+        sub.ready = False
         sub.removed.clear()
         sub.resync = False
         try:
-            node = orjson.Fragment(await self.engine.read_json(sub.key, depth=2))
+            node = await self.engine.read(sub.key, depth=2)
         except NotFound:
             node = None  # not there yet: updates follow when it appears
         await sub.sink.send("snapshot", {"key": sub.key, "node": node, "_now": now_ms()})
+        shown = {}
+        stack = [node] if node else []
+        while stack:
+            n = stack.pop()
+            shown[n["key"]] = n.get("update_time")
+            stack.extend(n.get("tasks", []))
+        for key, record in list(sub.pending.items()):
+            if record is None:  # a namespace's child: read fresh at the next tick anyway
+                continue
+            seen = shown.get(key)
+            if seen is not None and record_update_time(record) <= seen:
+                del sub.pending[key]
+        sub.ready = True
 
     # -- from Redis --------------------------------------------------------------
 
     async def _listen(self) -> None:
         delay = 0.1
-        while True:
+        while not self.stopped.is_set():
             try:
                 if not self.pubsub.subscribed:
                     await asyncio.sleep(0.05)
@@ -237,30 +251,28 @@ class Hub:
             return
         _, items, removed = unpack(message["data"])
         removed = removed.decode() if removed else None
+        namespace = subs and next(iter(subs)).namespace  # one channel: trees or a namespace
+        if namespace:
+            changes = [(child.decode(), None) for child in items]
+        else:
+            changes = [(items[i].decode(), items[i + 1]) for i in range(0, len(items), 2)]
         for sub in subs:
-            if sub.namespace:
-                for child in items:
-                    sub.pending[child.decode()] = None
-                if removed:
-                    sub.removed.append(removed)
-                    sub.pending.pop(removed, None)
-                continue
-            for i in range(0, len(items), 2):
-                key = items[i].decode()
-                if sub.concerns(key):
-                    sub.pending[key] = items[i + 1]
-            if removed and (sub.concerns(removed) or sub.key.startswith(removed + ".")):
+            for key, record in changes:
+                if sub.namespace or sub.concerns(key):
+                    sub.pending[key] = record
+            if removed and (sub.namespace or sub.concerns(removed) or sub.key.startswith(removed + ".")):
                 sub.removed.append(removed)
                 for k in [k for k in sub.pending if k == removed or k.startswith(removed + ".")]:
                     del sub.pending[k]
-            if len(sub.pending) > MAX_PENDING:
+            if len(sub.pending) + len(sub.removed) > MAX_PENDING:
                 sub.pending.clear()
+                sub.removed.clear()
                 sub.resync = True
 
     # -- to clients ----------------------------------------------------------------
 
     async def _tick(self) -> None:
-        while True:
+        while not self.stopped.is_set():
             await asyncio.sleep(self.tick)
             try:
                 await self._flush()
@@ -270,20 +282,24 @@ class Hub:
                 log.exception("feed tick failed")
 
     async def _flush(self) -> None:
-        decoded: dict[tuple[str, bytes], dict] = {}
+        decoded: dict[tuple[str, bytes], dict] = {}  # this tick's node snapshots, shared by subscriptions
+        children: dict[str, dict] = {}  # this tick's reads of namespace children
         for subs in list(self.by_base.values()):
             for sub in list(subs):
-                if not (sub.pending or sub.removed or sub.resync) or sub.sink.busy():
+                if not (sub.resync or (sub.ready and (sub.pending or sub.removed))) or sub.sink.busy():
                     continue
                 try:
-                    if sub.resync:
+                    if sub.resync:  # also retries a snapshot that failed
                         await self._snapshot(sub)
                         continue
                     now = now_ms()
                     if sub.pending:
                         pending, sub.pending = sub.pending, {}
                         if sub.namespace:
-                            nodes = await self.engine.read_many(list(pending))
+                            missing = [k for k in pending if k not in children]
+                            if missing:
+                                children.update((n["key"], n) for n in await self.engine.read_many(missing))
+                            nodes = [children[k] for k in pending if k in children]
                         else:
                             nodes = []
                             for key in sorted(pending, key=lambda k: k.count(".")):
@@ -301,7 +317,7 @@ class Hub:
                     sub.resync = True
 
     async def _refresh_watches(self) -> None:
-        while True:
+        while not self.stopped.is_set():
             await asyncio.sleep(WATCH_TTL_MS / 3000)
             bases = list(self.by_base)
             if not bases:

@@ -17,15 +17,16 @@ every non-public route (401) and each handler checks its scopes (403).
 from __future__ import annotations
 
 import logging
+import re
 
 import orjson
 import tornado.web
 
-from sca_progress.engine import APPLIED, STALE, InvalidUpdate, ProgressError, TooLarge, now_ms
+from sca_progress.engine import APPLIED, STALE, ProgressError, TooLarge, now_ms
+from sca_progress.engine.errors import Forbidden
+from sca_progress.engine.errors import invalid as bad
 from sca_progress.engine.keys import TOP
 from sca_progress.engine.records import decode
-
-from sca_progress.engine.errors import Forbidden
 
 from .auth import OPEN, TICKET_TTL_MS, bearer
 from .openapi import openapi
@@ -33,8 +34,13 @@ from .openapi import openapi
 log = logging.getLogger("sca_progress.http")
 
 
-def _bad(code: str, message: str) -> InvalidUpdate:
-    return InvalidUpdate(message, code=code)
+#: Query parameters that carry credentials: never written to any log.
+_SECRET_PARAMS = re.compile(r"((?:^|[?&])(?:token|ticket)=)[^&]*")
+
+
+def redacted_uri(request) -> str:
+    """The request's URI with token and ticket values replaced, fit for logs."""
+    return _SECRET_PARAMS.sub(r"\1[redacted]", request.uri)
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -53,8 +59,20 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         self.grant = OPEN
+        if self.request.method in ("POST", "DELETE", "PUT", "PATCH"):
+            self._same_origin_only()
         if not self.public and self.request.method != "OPTIONS":
             self.grant = self.service.auth.verify(bearer(self.request.headers.get("Authorization")))
+
+    def _same_origin_only(self) -> None:
+        """Browsers send Origin with cross-site writes (even 'simple' ones that skip
+        the CORS preflight): refuse those unless the origin is allowed, so no
+        web page can write to a service it happens to reach.  Programs (curl,
+        job scripts) send no Origin."""
+        origin = self.request.headers.get("Origin")
+        if (origin and origin not in self.application.settings["cors_origins"]
+                and origin != f"{self.request.protocol}://{self.request.host}"):
+            raise Forbidden(f"cross-origin request from {origin} refused (see --cors-origins)")
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json")
@@ -93,12 +111,16 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(orjson.dumps({"error": body}))
 
     def log_exception(self, typ, value, tb) -> None:
+        uri = redacted_uri(self.request)
         if isinstance(value, ProgressError) and value.status < 500:
-            log.info("%s %s: %s %s", self.request.method, self.request.uri, value.code, value.message)
+            log.info("%s %s: %s %s", self.request.method, uri, value.code, value.message)
         elif isinstance(value, ProgressError):
-            log.warning("%s %s: %s", self.request.method, self.request.uri, value.message)
+            log.warning("%s %s: %s", self.request.method, uri, value.message)
+        elif isinstance(value, tornado.web.HTTPError):
+            message = value.log_message % value.args if value.log_message else value.reason or ""
+            log.info("%s %s: %d %s", self.request.method, uri, value.status_code, message)
         else:
-            super().log_exception(typ, value, tb)
+            log.error("%s %s: uncaught exception", self.request.method, uri, exc_info=(typ, value, tb))
 
 
 @tornado.web.stream_request_body
@@ -123,11 +145,11 @@ class BodyHandler(BaseHandler):
     def json_body(self):
         body = b"".join(self._chunks)
         if not body.strip():
-            raise _bad("bad-body", "the body is empty; send a JSON object")
+            raise bad("bad-body", "the body is empty; send a JSON object")
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as e:
-            raise _bad("bad-json", f"the body is not JSON: {e}") from None
+            raise bad("bad-json", f"the body is not JSON: {e}") from None
 
     def on_connection_close(self) -> None:
         self._chunks = []
@@ -160,7 +182,7 @@ class NodeHandler(BodyHandler):
     async def post(self, key: str) -> None:
         body = self.json_body()
         if not isinstance(body, dict):
-            raise _bad("bad-body", "POST /status/<key> takes a JSON object; "
+            raise bad("bad-body", "POST /status/<key> takes a JSON object; "
                                    "POST /status takes an array of updates")
         self.grant.check_write(key)
         await self.service.check_rate(self.grant, 1)
@@ -189,7 +211,7 @@ class NodeHandler(BodyHandler):
         try:
             return int(raw)
         except ValueError:
-            raise _bad(f"bad-{name}", f"{name} must be an integer, not {raw!r}") from None
+            raise bad(f"bad-{name}", f"{name} must be an integer, not {raw!r}") from None
 
 
 class BatchHandler(NodeHandler):
@@ -198,7 +220,7 @@ class BatchHandler(NodeHandler):
     async def post(self) -> None:
         body = self.json_body()
         if not isinstance(body, list):
-            raise _bad("bad-body", "POST /status takes a JSON array of updates, each with a \"key\"")
+            raise bad("bad-body", "POST /status takes a JSON array of updates, each with a \"key\"")
         limit = self.engine.limits.max_batch_updates
         if len(body) > limit:
             raise TooLarge(f"a batch may hold at most {limit} updates")
@@ -206,7 +228,7 @@ class BatchHandler(NodeHandler):
         for i, item in enumerate(body):
             key = item.get("key") if isinstance(item, dict) else None
             if not isinstance(key, str):
-                refused[i] = _bad("bad-item", "each update must be a JSON object with a string \"key\"")
+                refused[i] = bad("bad-item", "each update must be a JSON object with a string \"key\"")
                 continue
             if not self.grant.can_write(key):
                 refused[i] = Forbidden(f"the token may not write {key!r}")
@@ -215,6 +237,8 @@ class BatchHandler(NodeHandler):
         await self.service.check_rate(self.grant, len(updates))
         result = await self.service.apply(updates)
         states = dict(result.changed)
+        stale = [key for (key, _), outcome in zip(updates, result.results) if outcome is STALE]
+        current = {n["key"]: n for n in await self.engine.read_many(stale)} if stale else {}
         outcomes = iter(result.results)
         items = []
         for i, item in enumerate(body):
@@ -231,8 +255,7 @@ class BatchHandler(NodeHandler):
                 items.append({"key": key, "ok": True, "applied": True,
                               "node": decode(key, states[key], fragments=True)})
             else:
-                node = await self.engine.read(key)
-                items.append({"key": key, "ok": True, "applied": False, "reason": "stale", "node": node})
+                items.append({"key": key, "ok": True, "applied": False, "reason": "stale", "node": current.get(key)})
         self.send_json({"_now": result.now, "results": items})
 
 

@@ -7,8 +7,8 @@ when its root's status is finished) is deleted like ``DELETE /status/<root>``:
 detached atomically (a reader never sees it half purged), unlisted from its
 namespace, then freed in bounded chunks by the garbage collector.  The delete
 re-checks the update time inside Redis, so a tree written while the sweep
-runs stays.  Each sweep handles at most SWEEP_BATCH trees; the next one
-continues.
+runs stays.  Each sweep purges at most SWEEP_BATCH trees and looks at most
+at SWEEP_EXAMINE; the next one continues, starting at another namespace.
 """
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from sca_progress.engine import NotFound, is_namespace, now_ms
 
 log = logging.getLogger("sca_progress.retention")
 
-SWEEP_BATCH = 1000
+SWEEP_BATCH = 1000  # most trees purged per pass
+SWEEP_EXAMINE = 20_000  # most candidates looked at per pass
+PAGE = 500
 DAY_MS = 86_400_000
 
 
@@ -32,13 +34,14 @@ class Retention:
         self.finished_age_ms = int(s.retention_finished_days * DAY_MS)
         self.interval = s.retention_interval
         self.purged = 0
+        self._rotation = 0
 
     @property
     def enabled(self) -> bool:
         return self.max_age_ms > 0 or self.finished_age_ms > 0
 
     async def run(self) -> None:
-        while True:
+        while not self.service.closing:
             await asyncio.sleep(self.interval)
             try:
                 await self.sweep()
@@ -46,47 +49,65 @@ class Retention:
                 log.warning("retention sweep failed: %r", e)
 
     async def sweep(self) -> int:
-        """One bounded pass; returns how many trees it purged."""
+        """One bounded pass; returns how many trees it purged.
+
+        Each namespace's recency index is paged through (oldest first) up to
+        the cutoff, so young-but-unfinished trees never hide older ones
+        behind them; at most SWEEP_BATCH trees are purged and SWEEP_EXAMINE
+        examined per pass, and each pass starts at a different namespace.
+        """
         now = now_ms()
         ages = [a for a in (self.max_age_ms, self.finished_age_ms) if a > 0]
         oldest_kept = now - min(ages)  # candidates: not updated since
-        purged, budget = 0, SWEEP_BATCH
-        stack = [""]
         keys = self.engine.keys
         redis = self.engine.redis
-        while stack and budget > 0:
-            ns = stack.pop()
-            # Inner namespaces are walked whatever their age (their members' keys
-            # end in a segment starting with '_'); trees only when old enough.
-            pattern = f"{ns}._*" if ns else "_*"
-            async for child, _ in redis.zscan_iter(keys.ns(ns), match=pattern, count=1000):
-                if is_namespace(child.decode()):
-                    stack.append(child.decode())
-            old = await redis.zrangebyscore(keys.ns_recent(ns), "-inf", oldest_kept, start=0, num=budget)
-            roots = [r.decode() for r in old if not is_namespace(r.decode())]
-            budget -= len(roots)
-            nodes = {n["key"]: n for n in await self.engine.read_many(roots)}
-            for root in roots:
-                node = nodes.get(root)
-                if node is None:  # listed but gone (a crash between delete and unlisting)
-                    await self._unlist(ns, root)
-                    continue
-                age = self.finished_age_ms if node.get("status") == "finished" and self.finished_age_ms else self.max_age_ms
-                if age <= 0 or node["update_time"] > now - age:
-                    continue
-                try:
-                    if await self.service.delete(root, not_after=now - age) is not None:
-                        purged += 1
-                except NotFound:
-                    await self._unlist(ns, root)
+        namespaces = await self._namespaces()
+        start = self._rotation % len(namespaces)
+        self._rotation += 1
+        purged = examined = 0
+        for ns in namespaces[start:] + namespaces[:start]:
+            offset = 0
+            while purged < SWEEP_BATCH and examined < SWEEP_EXAMINE:
+                page = await redis.zrangebyscore(keys.ns_recent(ns), "-inf", oldest_kept, start=offset, num=PAGE)
+                if not page:
+                    break
+                offset += len(page)
+                roots = [r.decode() for r in page if not is_namespace(r.decode())]
+                examined += len(roots)
+                nodes = {n["key"]: n for n in await self.engine.read_many(roots)}
+                for root in roots:
+                    node = nodes.get(root)
+                    if node is None:  # listed but gone (a crash between delete and unlisting)
+                        await self.engine.unlist_tree(root)
+                        offset -= 1
+                        continue
+                    finished = node.get("status") == "finished" and self.finished_age_ms
+                    age = self.finished_age_ms if finished else self.max_age_ms
+                    if age <= 0 or node["update_time"] > now - age:
+                        continue
+                    try:
+                        if await self.service.delete(root, not_after=now - age) is not None:
+                            purged += 1
+                            offset -= 1  # it left the index: the page shifted
+                    except NotFound:
+                        await self.engine.unlist_tree(root)
+                        offset -= 1
+            if purged >= SWEEP_BATCH or examined >= SWEEP_EXAMINE:
+                break
         if purged:
             log.info("retention purged %d trees", purged)
         self.purged += purged
         return purged
 
-    async def _unlist(self, ns: str, root: str) -> None:
-        keys = self.engine.keys
-        async with self.engine.redis.pipeline(transaction=False) as pipe:
-            pipe.zrem(keys.ns(ns), root)
-            pipe.zrem(keys.ns_recent(ns), root)
-            await pipe.execute()
+    async def _namespaces(self) -> list[str]:
+        """Every namespace, from the top one down.  Inner namespaces are the
+        members whose last segment starts with '_'."""
+        redis, keys = self.engine.redis, self.engine.keys
+        found, stack = [], [""]
+        while stack:
+            ns = stack.pop()
+            found.append(ns)
+            async for child, _ in redis.zscan_iter(keys.ns(ns), match=f"{ns}._*" if ns else "_*", count=1000):
+                if is_namespace(child.decode()):
+                    stack.append(child.decode())
+        return found

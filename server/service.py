@@ -28,17 +28,20 @@ from sca_progress.engine import (
     StorageUnavailable,
     now_ms,
 )
-from sca_progress.engine.errors import RateLimited, Unauthorized
+from sca_progress.engine.errors import RateLimited, Unauthorized, redis_errors
 from sca_progress.engine.embedded import EmbeddedRedis
 
 from .auth import OPEN, TICKET_TTL_MS, Authorizer, Grant, is_loopback, new_ticket
 from .settings import Settings
+from .tasks import cancel_and_wait
 
 log = logging.getLogger("sca_progress.service")
 
 #: Outbox events older than this are republished by the sweep (their
 #: publisher probably died); younger ones are still in someone's hands.
 EVENT_SWEEP_AGE_MS = 30_000
+#: How often the sweep looks (a SCAN of the keyspace: not too often).
+EVENT_SWEEP_INTERVAL_S = 120
 
 
 class Service:
@@ -54,7 +57,9 @@ class Service:
         self.sio = None  # the socket.io server, set by make_app
         self._gc_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self.closing = False
         self.updates_applied = 0  # by every source, since start (health, the load harness)
+        self._publishing: set[asyncio.Task] = set()  # completion events on their way to the broker
 
     @property
     def events_enabled(self) -> bool:
@@ -128,19 +133,17 @@ class Service:
 
     async def close(self) -> None:
         """Stop consuming, apply and acknowledge what is in hand, then close everything."""
+        self.closing = True  # the loops' stop flag (see server/tasks.py)
         await self.close_feeds()
         if self.batcher is not None:
             await self.link.stop_consuming()
             self.batcher.stop()
-            try:
-                await asyncio.wait_for(self._batching, 60)
-            except asyncio.TimeoutError:
+            done, _ = await asyncio.wait([self._batching], timeout=60)
+            if not done:
                 log.error("the batcher did not finish within 60 s; its messages stay unacknowledged")
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        if self._publishing:  # events left unpublished stay in the outbox for the next sweep
+            await asyncio.wait(list(self._publishing), timeout=10)
+        await cancel_and_wait(self._tasks)
         if self.link is not None:
             await self.link.close()
         if self.redis is not None:
@@ -156,11 +159,15 @@ class Service:
         result = await self.engine.apply(updates, snapshots=snapshots, events=self.events_enabled)
         self.updates_applied += result.results.count(APPLIED)
         if result.events:
-            await self._publish_events(result.events)
+            # In the background: the outbox keeps the events safe, and neither the
+            # REST answer nor the batch's ack waits for the broker's confirms.
+            task = asyncio.create_task(self._publish_events(result.events))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
         return result
 
     async def delete(self, key: str, not_after: int | None = None) -> DeleteResult | None:
-        result = await self.engine.delete(key, not_after=not_after)
+        result = await self.engine.delete(key, snapshots=False, not_after=not_after)
         self._gc_wanted.set()
         return result
 
@@ -173,13 +180,11 @@ class Service:
         if grant is OPEN or not limit or not updates:
             return
         key = f"{self.engine.keys.prefix}:rate:{grant.token_id}:{now_ms() // 1000}"
-        try:
+        with redis_errors():
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.incrby(key, updates)
                 pipe.pexpire(key, 2000)
                 used, _ = await pipe.execute()
-        except Exception as e:  # noqa: BLE001 - any Redis failure
-            raise StorageUnavailable(f"redis unavailable: {e}") from e
         if used > limit:
             raise RateLimited(f"this token may write at most {limit} updates per second; try again in a second")
 
@@ -188,18 +193,14 @@ class Service:
         ttl = TICKET_TTL_MS
         if grant.expires != float("inf"):
             ttl = max(1, min(ttl, int((grant.expires - now_ms() / 1000) * 1000)))
-        try:
+        with redis_errors():
             await self.redis.set(f"{self.engine.keys.prefix}:ticket:{ticket}", grant.to_json(), px=ttl)
-        except Exception as e:  # noqa: BLE001 - any Redis failure
-            raise StorageUnavailable(f"redis unavailable: {e}") from e
         return ticket
 
     async def redeem_ticket(self, ticket: str) -> Grant:
         """The grant behind a ticket, which can be used once."""
-        try:
+        with redis_errors():
             data = await self.redis.getdel(f"{self.engine.keys.prefix}:ticket:{ticket}")
-        except Exception as e:  # noqa: BLE001 - any Redis failure
-            raise StorageUnavailable(f"redis unavailable: {e}") from e
         if data is None:
             raise Unauthorized("unknown, used or expired ticket; get a new one from POST /auth/ticket")
         return Grant.from_json(data)
@@ -219,8 +220,8 @@ class Service:
             log.warning("could not publish %d completion events (%r); the sweep will retry", len(events), e)
 
     async def _sweep_events(self) -> None:
-        while True:
-            await asyncio.sleep(EVENT_SWEEP_AGE_MS / 1000)
+        while not self.closing:
+            await asyncio.sleep(EVENT_SWEEP_INTERVAL_S)
             try:
                 pending = await self.engine.pending_events(min_age_ms=EVENT_SWEEP_AGE_MS)
                 if pending:
@@ -244,7 +245,7 @@ class Service:
 
     async def _collect_garbage(self) -> None:
         """Free deleted subtrees: after each delete, and every gc_interval seconds."""
-        while True:
+        while not self.closing:
             # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a
             # cancellation that arrives as the event fires, and close() would hang.
             waiter = asyncio.ensure_future(self._gc_wanted.wait())

@@ -29,7 +29,7 @@ from sca_progress.engine import ProgressError
 
 from sca_progress.engine.errors import Unauthorized
 
-from .auth import OPEN, Grant
+from .auth import Grant
 from .feed import Hub, Subscription
 
 log = logging.getLogger("sca_progress.socketio")
@@ -115,24 +115,26 @@ def make_socketio(service, cors_origins: list[str] | None = None) -> socketio.As
 
     @sio.event
     async def subscribe(sid, key=None):
+        grant = grants.get(sid)
+        if grant is None:  # not (or no longer) connected: nothing is allowed
+            return
         if not isinstance(key, str):
             await error(sid, "bad-key", "subscribe takes a key (a string)")
             return
         hub = hub_of()
-        mine = subscriptions.setdefault(sid, {})
+        mine = subscriptions[sid]
         old = mine.pop(key, None)
         if old is not None:
             await hub.remove(old)
         try:
             sub = Subscription(key, SioSink(sio, sid))
-            grants.get(sid, OPEN).check_read(key)
-        except ProgressError as e:
-            await error(sid, e.code, e.message)
-            return
-        try:
+            grant.check_read(key)
             await hub.add(sub)
         except ProgressError as e:
             await error(sid, e.code, e.message)
+            return
+        if sid not in subscriptions:  # disconnected while the snapshot was read
+            await hub.remove(sub)
             return
         mine[key] = sub
 

@@ -181,6 +181,8 @@ async def test_broker_restart_resumes_consuming(private_rabbit, redis_url, prefi
                 await p.send("_restart.job.b", {"progress": 1})
             await wait_for(lambda: _read(engine, "_restart.job.b"), timeout=90, what="after the restart")
             assert (await queue_counts(private_rabbit.url, names.queue))[1] == 1
+            health = await link.health()
+            assert health["connected"] and health["consuming"], health
     finally:
         await names.delete(private_rabbit.url)
 

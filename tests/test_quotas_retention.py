@@ -147,3 +147,42 @@ async def test_a_purge_is_never_seen_half_done(short_retention, http):
     stop.set()
     await task
     assert 3000 in reads and 0 in reads and set(reads) == {3000, 0}
+
+
+async def test_young_unfinished_trees_do_not_hide_old_finished_ones(short_retention, http, monkeypatch):
+    """Old-but-not-expired trees in front of the index must not starve the sweep."""
+    from sca_progress.server import retention
+
+    monkeypatch.setattr(retention, "PAGE", 50)
+    monkeypatch.setattr(retention, "SWEEP_BATCH", 10)
+    base, app = short_retention
+    await http("POST", f"{base}/status", [{"key": f"_young.job{i}.a", "progress": 0.5} for i in range(300)])
+    await asyncio.sleep(0.01)
+    await http("POST", f"{base}/status", [{"key": f"_young.done{i}", "status": "finished"} for i in range(5)])
+    await asyncio.sleep(0.25)  # the finished ones are past their 200 ms; the others not past 400 ms
+    assert await app.settings["service"].retention.sweep() == 5
+    assert (await app.settings["engine"].read("_young"))["_children_total"] == 300
+
+
+async def test_close_ends_loops_whose_cancellation_was_swallowed(redis_url, prefix, http, monkeypatch):
+    """redis-py can swallow a cancellation that lands mid-command; close() must still end."""
+    base, app, srv = await running(Settings(redis_url=redis_url, prefix=prefix, gc_interval=3600))
+    service = app.settings["service"]
+    in_gc = asyncio.Event()
+    real = service.engine.collect_garbage
+
+    async def swallowing_gc():
+        in_gc.set()
+        try:
+            await asyncio.sleep(0.5)
+        except asyncio.CancelledError:
+            pass  # what redis-py sometimes does
+        return await real()
+
+    monkeypatch.setattr(service.engine, "collect_garbage", swallowing_gc)
+    await http("POST", f"{base}/status/_sw.job.a", {"progress": 1})
+    await http("DELETE", f"{base}/status/_sw.job")
+    await asyncio.wait_for(in_gc.wait(), 10)
+    await asyncio.wait_for(stopping(app, srv), 8)  # cancel_and_wait alone would give up only after 10 s
+    gc = next(t for t in service._tasks if t.get_name() == "gc")
+    assert gc.done()

@@ -178,3 +178,34 @@ async def test_redis_unreachable_is_503(redis_url, prefix, http, tmp_path):
         srv.stop()
         await app.settings["service"].close()
         private.stop()
+
+
+async def test_cross_site_writes_are_refused(server, http):
+    base, _ = server
+    status, body, _ = await http("POST", f"{base}/status/_cs.j.a", b'{"progress": 1}',
+                                 {"Origin": "https://evil.example", "Content-Type": "text/plain"})
+    assert status == 403 and "cross-origin" in body["error"]["message"]
+    assert (await http("DELETE", f"{base}/status/_cs.j", None, {"Origin": "https://evil.example"}))[0] == 403
+    assert (await http("GET", f"{base}/status/_cs.j.a"))[0] == 404  # nothing written
+    assert (await http("POST", f"{base}/status/_cs.j.a", {"progress": 1}, {"Origin": base}))[0] == 200
+    assert (await http("POST", f"{base}/status/_cs.j.b", {"progress": 1}))[0] == 200  # programs send no Origin
+
+
+async def test_credentials_never_reach_the_access_log(server, http, caplog):
+    import logging
+
+    base, _ = server
+    caplog.set_level(logging.DEBUG)
+    await http("GET", f"{base}/events/a..b?ticket=sekrit1&x=1")
+    await http("GET", f"{base}/nowhere?token=sekrit2")
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "ticket=[redacted]" in text and "token=[redacted]" in text and "sekrit" not in text
+
+
+def test_script_failures_are_not_outages():
+    from sca_progress.engine.errors import ScriptFailed, StorageUnavailable, from_script_error
+
+    assert isinstance(from_script_error("ERR user_script:12: attempt to index a nil value"), ScriptFailed)
+    assert from_script_error("ERR user_script:1: x").status == 500
+    assert isinstance(from_script_error("LOADING Redis is loading the dataset in memory"), StorageUnavailable)
+    assert from_script_error("ERR bad-progress _a.b").code == "bad-progress"
