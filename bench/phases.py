@@ -1,0 +1,128 @@
+"""Where apply_updates.lua spends its time: Redis time per update, by phase.
+
+    python -m bench.phases [--jobs 2000] [--updates 246000] [--batch 20000] [--repeats 2]
+
+The engine benchmark's workload goes through Engine.apply (1 batch in
+flight) on a private redis-server, alternately with the script as shipped
+(the baseline) and with an instrumented copy.  The copy reads the clock
+(redis.call('TIME')) at each phase boundary, adds each phase's time up per
+call, and leaves the sums in a hash that this program reads.  It prints
+microseconds per update for each phase and the instrumentation's overhead
+(the copy's Redis CPU per update minus the baseline's, from INFO cpu).
+
+The phases, in the script's order:
+    validate  unpacking ARGV and check_update of every update
+    fetch     path_keys and the HMGET of the records of each tree
+    apply     load_node (unpacking records) and apply_update
+    rollup    rollup.lua: sums, progress, times, eta, status counts
+    pack      pack_record of each changed node, in write_tree
+    hset      the HSET of the records
+    index     ZADD of new children, RPUSH of leftovers
+    finish    publishing, outbox, packing the reply
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+
+import redis.asyncio as aredis
+import uvloop
+
+from sca_progress.engine import Engine
+
+from .common import PrivateRedis, machine, median
+from .engine import batches, workload
+
+TIMING_KEY = "bench:phases"
+
+CLOCK = """
+local _phase_last, _phase_sum = nil, {}
+local function phase(name)
+  local t = redis.call('TIME')
+  local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if _phase_last then _phase_sum[name] = (_phase_sum[name] or 0) + (us - _phase_last) end
+  _phase_last = us
+end
+phase('start')
+"""
+
+#: (text in apply_updates.lua, the same text with a clock reading before or after it)
+MARKERS = [
+    ("local now = tonumber(ARGV[1])", CLOCK + "local now = tonumber(ARGV[1])"),
+    ("local statuses, trees = {}, {}", "phase('validate')\nlocal statuses, trees = {}, {}"),
+    ("  fetch_records(tree, keys)\n", "  fetch_records(tree, keys)\n  phase('fetch')\n"),
+    ("  tree.changed = rollup(tree, now, tau)\n",
+     "  phase('apply')\n  tree.changed = rollup(tree, now, tau)\n  phase('rollup')\n"),
+    ("  call_chunked('HSET', T .. 't', records, 2)\n",
+     "  phase('pack')\n  call_chunked('HSET', T .. 't', records, 2)\n  phase('hset')\n"),
+    ("  call_chunked('RPUSH', T .. 'gc', tree.gc)\n", "  call_chunked('RPUSH', T .. 'gc', tree.gc)\n  phase('index')\n"),
+    ("return cmsgpack.pack({ statuses, out, events })",
+     "local reply = cmsgpack.pack({ statuses, out, events })\nphase('finish')\n"
+     f"for k, v in pairs(_phase_sum) do redis.call('HINCRBY', '{TIMING_KEY}', k, v) end\nreturn reply"),
+]
+PHASES = ["validate", "fetch", "apply", "rollup", "pack", "hset", "index", "finish"]
+
+
+def instrumented(source: str) -> str:
+    """apply_updates.lua with a clock reading at each phase boundary.  Fails
+    loudly when the script no longer has one of the marker lines."""
+    for marker, replacement in MARKERS:
+        if source.count(marker) != 1:
+            raise SystemExit(f"apply_updates.lua changed: {marker.strip()!r} not found once; update bench/phases.py")
+        source = source.replace(marker, replacement)
+    return source
+
+
+async def one_run(updates: list, size: int, instrument: bool) -> dict:
+    server = PrivateRedis()
+    try:
+        redis = aredis.Redis.from_url(server.url)
+        engine = Engine(redis, prefix="phases")
+        if instrument:
+            src = instrumented(engine.scripts.source["apply_updates"])
+            engine.scripts.source["apply_updates"] = src
+            engine.scripts.sha["apply_updates"] = hashlib.sha1(src.encode()).hexdigest()
+        await engine.start()
+        cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+        for batch in batches(updates, size):
+            await engine.apply(batch, snapshots="none")
+        wall = time.perf_counter() - t0
+        cpu = server.cpu_seconds() - cpu0
+        sums = {k.decode(): int(v) for k, v in (await redis.hgetall(TIMING_KEY)).items()}
+        await redis.aclose()
+        n = len(updates)
+        return {"rate": n / wall, "cpu_us": cpu / n * 1e6, "phases": {k: sums.get(k, 0) / n for k in PHASES}}
+    finally:
+        server.close()
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=2000)
+    ap.add_argument("--updates", type=int, default=246_000)
+    ap.add_argument("--batch", type=int, default=20_000)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    updates = workload(args.jobs, args.updates)
+    base, timed = [], []
+    for _ in range(args.repeats):
+        base.append(await one_run(updates, args.batch, instrument=False))
+        timed.append(await one_run(updates, args.batch, instrument=True))
+    base_cpu = median([r["cpu_us"] for r in base])
+    timed_cpu = median([r["cpu_us"] for r in timed])
+    print(f"Machine: {machine()}.")
+    print(f"Command: `python -m bench.phases --jobs {args.jobs} --updates {args.updates} "
+          f"--batch {args.batch} --repeats {args.repeats}`\n")
+    print("| phase | µs per update (median) |")
+    print("|---|---:|")
+    for p in PHASES:
+        print(f"| {p} | {median([r['phases'][p] for r in timed]):.1f} |")
+    total = median([sum(r["phases"].values()) for r in timed])
+    print(f"| **all phases** | **{total:.1f}** |\n")
+    print(f"Redis CPU per update (INFO cpu, medians of {args.repeats}): as shipped {base_cpu:.1f} µs, "
+          f"instrumented {timed_cpu:.1f} µs; the clock readings cost {timed_cpu - base_cpu:.1f} µs per update.")
+
+
+if __name__ == "__main__":
+    uvloop.run(main())
