@@ -53,3 +53,12 @@ async def test_scripts_reload_after_script_flush(engine, redis_client):
     result = await engine.apply([("_t.j.b", {"progress": 1})])
     assert result.results == ["applied"]
     assert (await engine.read("_t.j"))["progress"] == 0.75
+
+
+async def test_bench_phases_instruments_the_shipped_script(redis_client):
+    """bench.phases finds every marker in apply_updates.lua, and its copy still compiles."""
+    from bench.phases import PHASES, instrumented
+
+    source = instrumented(render("apply_updates"))
+    assert all(f"phase('{p}')" in source for p in PHASES)
+    await redis_client.script_load(source)
