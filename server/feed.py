@@ -34,7 +34,7 @@ from sca_progress.engine.keys import TOP
 from sca_progress.engine.records import decode, record_update_time
 from sca_progress.engine.scripts import unpack
 
-from .tasks import cancel_and_wait
+from .tasks import cancel_and_wait, wait_event
 
 log = logging.getLogger("sca_progress.feed")
 
@@ -110,9 +110,7 @@ class Hub:
         """End every stream (and wait for their handlers: none may still use Redis
         once the service closes it), then stop listening."""
         self.stopped.set()
-        waiter = asyncio.ensure_future(self._no_streams.wait())
-        await asyncio.wait([waiter], timeout=10)
-        waiter.cancel()
+        await wait_event(self._no_streams, 10)
         await cancel_and_wait(self._tasks)
         if self.pubsub is not None:
             with contextlib.suppress(Exception):

@@ -33,7 +33,7 @@ from sca_progress.engine.embedded import EmbeddedRedis
 
 from .auth import OPEN, TICKET_TTL_MS, Authorizer, Grant, is_loopback, new_ticket
 from .settings import Settings
-from .tasks import cancel_and_wait
+from .tasks import cancel_and_wait, wait_event
 
 log = logging.getLogger("sca_progress.service")
 
@@ -246,13 +246,7 @@ class Service:
     async def _collect_garbage(self) -> None:
         """Free deleted subtrees: after each delete, and every gc_interval seconds."""
         while not self.closing:
-            # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a
-            # cancellation that arrives as the event fires, and close() would hang.
-            waiter = asyncio.ensure_future(self._gc_wanted.wait())
-            try:
-                await asyncio.wait([waiter], timeout=self.settings.gc_interval)
-            finally:
-                waiter.cancel()
+            await wait_event(self._gc_wanted, self.settings.gc_interval)
             self._gc_wanted.clear()
             try:
                 await self.engine.collect_garbage()

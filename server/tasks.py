@@ -23,3 +23,17 @@ async def cancel_and_wait(tasks: list[asyncio.Task], timeout: float = 10.0) -> N
     _, pending = await asyncio.wait(tasks, timeout=timeout)
     for t in pending:
         log.error("background task %s did not stop within %.0f s", t.get_name(), timeout)
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until *event* is set, at most *timeout* seconds; True when it is set.
+
+    asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a
+    cancellation that arrives as the event fires, and a loop would not stop.
+    """
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait([waiter], timeout=timeout)
+    finally:
+        waiter.cancel()
+    return event.is_set()
