@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import time
 
 import redis.asyncio as aredis
 import uvloop
@@ -32,7 +31,7 @@ import uvloop
 from sca_progress.engine import Engine
 
 from .common import PrivateRedis, machine, median
-from .engine import batches, workload
+from .engine import batches, run_engine, workload
 
 TIMING_KEY = "bench:phases"
 
@@ -84,10 +83,8 @@ async def one_run(updates: list, size: int, instrument: bool) -> dict:
             engine.scripts.source["apply_updates"] = src
             engine.scripts.sha["apply_updates"] = hashlib.sha1(src.encode()).hexdigest()
         await engine.start()
-        cpu0, t0 = server.cpu_seconds(), time.perf_counter()
-        for batch in batches(updates, size):
-            await engine.apply(batch, snapshots="none")
-        wall = time.perf_counter() - t0
+        cpu0 = server.cpu_seconds()
+        wall = await run_engine(engine, batches(updates, size), in_flight=1)
         cpu = server.cpu_seconds() - cpu0
         sums = {k.decode(): int(v) for k, v in (await redis.hgetall(TIMING_KEY)).items()}
         await redis.aclose()
