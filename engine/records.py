@@ -18,10 +18,10 @@ import struct
 import msgpack
 import orjson
 
-#: 17 doubles (id, pid, n, nc, wm, p, own, sw, swp, ts, start, upd, fin, eP,
-#: eT, eR, eta) and the status length; then status text, a 4-byte length and
+#: 18 doubles (id, pid, n, nc, wm, p, own, sw, swp, ts, start, upd, fin, eP,
+#: eT, eR, eta, swpc) and the status length; then status text, a 4-byte length and
 #: the client-field map, then the status counts map (rest of the record).
-_HEAD = struct.Struct("<17dH")
+_HEAD = struct.Struct("<18dH")
 _LEN = struct.Struct("<I")
 
 
@@ -33,7 +33,7 @@ def decode(key: str, raw: bytes, fragments: bool = False) -> dict:
     serializes the result again).
     """
     head = _HEAD.unpack_from(raw)
-    pos = _HEAD.size + head[17]
+    pos = _HEAD.size + head[18]
     (flen,) = _LEN.unpack_from(raw, pos)
     pos += _LEN.size
     node = {"key": key, "start_time": int(head[10]), "update_time": int(head[11])}

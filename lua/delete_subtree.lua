@@ -55,7 +55,7 @@ if parent then
   redis.call('ZREM', tree.T .. 'c:' .. string.format('%d', parent[ID]), s[SEG])
   parent[NC] = parent[NC] - 1
   parent[DSW] = parent[DSW] - s[WM0]
-  parent[DSWP] = parent[DSWP] - s[WM0] * s[P0]
+  add_compensated(parent, DSWP, DSWPC, -(s[WM0] * s[P0]))
   count_status(parent, s[STATUS0], -1)
   parent[BELOW] = 1
   local written = write_tree(tree, rollup(tree, now, tau))

@@ -89,3 +89,16 @@ async def test_events_go_to_the_outbox_when_asked(engine):
     _, _, events = unpack(await call(engine, keys, pack([["_t.j", ups, 0]]), now=5000, events=1))
     assert events[0] == b"_t.j.a@5000" and msgpack.unpackb(events[1]) == ["_t.j.a", "finished", 5000, 5000]
     assert await engine.redis.hgetall(engine.keys.tree("_t.j") + "out") == {events[0]: events[1]}
+
+
+async def test_sums_stay_exact_after_heavy_children_leave(engine):
+    """Children of weight 1e6 entering and leaving a parent of light ones must not
+    leave their rounding errors in its running sum (found by the property test)."""
+    await engine.apply([(f"_x.j.light{i}", {"weight": 0.001, "progress": p})
+                        for i, p in enumerate((0.5, 1, 0.5))])
+    for round_ in range(20):
+        heavy = f"_x.j.heavy{round_}"
+        await engine.apply([(heavy, {"weight": 1e6, "progress": 0.1234567891234 + round_ / 97})])
+        await engine.apply([(heavy, {"progress": 0.9876543219876 - round_ / 89})])
+        await engine.delete(heavy)
+    assert abs((await engine.read("_x.j"))["progress"] - 2 / 3) <= 1e-12

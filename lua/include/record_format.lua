@@ -12,9 +12,11 @@
 --   start, upd, fin   start_time, update_time, end_time in ms (fin NaN: none)
 --   eP, eT, eR        last eta sample: progress, time (ms), rate per ms (NaN: none)
 --   eta   estimated completion time in ms (NaN: none)
+--   swpc  the rounding error of swp's running sum, carried (compensated
+--         summation), so swp + swpc stays exact after big children leave
 --   status            its status text ('' for none), length-prefixed
 --   fields            its client fields, a cmsgpack map name -> JSON text
 --                     ('' for none), length-prefixed
 -- followed by the children's status counts (a cmsgpack map status -> count;
 -- nothing while there are none).
-local RECORD_FORMAT = '<dddddddddddddddddHc0I4c0'
+local RECORD_FORMAT = '<ddddddddddddddddddHc0I4c0'

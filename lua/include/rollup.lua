@@ -1,5 +1,6 @@
 --@include slots
 --@include count_status
+--@include add_compensated
 -- Roll this call's changes up the tree, deepest nodes first, so every node is
 -- computed and written once per call however many of its descendants changed.
 --
@@ -8,7 +9,9 @@
 -- For each such node, in this order:
 --   sums      sw (Σ child weight units, an exact integer) and swp (Σ child
 --             weight units × child progress) move by the deltas its children
---             left in DSW and DSWP: siblings are never read.
+--             left in DSW and DSWP: siblings are never read.  swp and its
+--             deltas are compensated sums (add_compensated.lua): swp + swpc
+--             is the exact sum of what the children hold now.
 --   progress  when a descendant changed after the node's own last progress
 --             post in this call (BELOW > POSTED): swp / sw if sw > 0, else
 --             the node's own value (own: the progress last posted to it
@@ -43,14 +46,15 @@ local function rollup(tree, now, tau)
         -- was then refused is not created after all.
         if s[NEW] and s[PARENT] then s[PARENT][NC] = s[PARENT][NC] - 1 end
       else
-        if s[DSW] ~= 0 or s[DSWP] ~= 0 then
+        if s[DSW] ~= 0 or s[DSWP] ~= 0 or s[DSWPC] ~= 0 then
           s[SW] = s[SW] + s[DSW]
-          s[SWP] = s[SWP] + s[DSWP]
-          if s[SW] <= 0 then s[SW], s[SWP] = 0, 0 end
+          add_compensated(s, SWP, SWPC, s[DSWP])
+          add_compensated(s, SWP, SWPC, s[DSWPC])
+          if s[SW] <= 0 then s[SW], s[SWP], s[SWPC] = 0, 0, 0 end
         end
         if s[BELOW] > s[POSTED] then
           if s[SW] > 0 then
-            local q = s[SWP] / s[SW]
+            local q = (s[SWP] + s[SWPC]) / s[SW]
             if q < SNAP then q = 0 elseif q > 1 - SNAP then q = 1 end
             s[P] = q
           else
@@ -96,7 +100,8 @@ local function rollup(tree, now, tau)
         if parent then
           local wm = s[WM]
           parent[DSW] = parent[DSW] + (wm - s[WM0])
-          parent[DSWP] = parent[DSWP] + (wm * p - s[WM0] * s[P0])
+          add_compensated(parent, DSWP, DSWPC, wm * p)
+          add_compensated(parent, DSWP, DSWPC, -(s[WM0] * s[P0]))
           if s[NEW] then
             count_status(parent, status, 1)
           elseif status ~= s[STATUS0] then

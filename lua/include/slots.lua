@@ -16,3 +16,6 @@ local START, UPD, FIN, EP, ET, ER, ETA, STATUS, FIELDS, COUNTS = 11, 12, 13, 14,
 --   NEW          created in this call        ORDER  its first-seen position (new only)
 local KEY, SEG, PARENT, DEPTH, APPLIED, BELOW, POSTED = 21, 22, 23, 24, 25, 26, 27
 local DSW, DSWP, WM0, P0, STATUS0, NEW, ORDER = 28, 29, 30, 31, 32, 33, 34
+-- 35 is stored too (after eta in the record): SWPC, the compensation of SWP.
+-- 36 exists only during a call: DSWPC, the compensation of DSWP.
+local SWPC, DSWPC = 35, 36
