@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: a private Redis, its CPU meter, the machine line."""
+"""Helpers shared by the benchmarks: a private Redis, its meters, the machine line."""
 from __future__ import annotations
 
 import os
@@ -51,11 +51,54 @@ class PrivateRedis:
     def used_memory(self) -> int:
         return self.client.info("memory")["used_memory"]
 
+    def meter(self) -> "RedisMeter":
+        return RedisMeter(self.client)
+
     def close(self) -> None:
         self.client.close()
         self.proc.terminate()
         self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+#: Commands that run our scripts.  Their commandstats ``usec`` includes the
+#: commands a script runs (which commandstats also lists on their own lines,
+#: so summing every line would count them twice).
+SCRIPT_COMMANDS = ("evalsha", "eval", "evalsha_ro", "eval_ro", "fcall", "fcall_ro")
+
+
+class RedisMeter:
+    """Deltas of one Redis's CPU and command time between start() and stop().
+
+    cpu_s        process CPU (INFO cpu: user + system): everything Redis did,
+                 networking and parsing included
+    script_s     time inside script calls (commandstats usec of EVALSHA/FCALL)
+    script_calls number of script calls
+    other_s      time of every command sent directly (not from a script)
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def _read(self) -> dict:
+        info = self.client.info("everything")
+        stats = {k[len("cmdstat_"):]: v for k, v in info.items() if k.startswith("cmdstat_")}
+        script = [stats[c] for c in SCRIPT_COMMANDS if c in stats]
+        return {"cpu": info["used_cpu_user"] + info["used_cpu_sys"],
+                "script_us": sum(s["usec"] for s in script), "script_calls": sum(s["calls"] for s in script),
+                "all_us": sum(s["usec"] for s in stats.values()),
+                "inner_us": sum(s["usec"] for name, s in stats.items() if name not in SCRIPT_COMMANDS)}
+
+    def start(self) -> "RedisMeter":
+        self.client.config_resetstat()
+        self._t0 = self._read()
+        return self
+
+    def stop(self) -> dict:
+        t1 = self._read()
+        t0 = self._t0
+        return {"cpu_s": t1["cpu"] - t0["cpu"], "script_s": (t1["script_us"] - t0["script_us"]) / 1e6,
+                "script_calls": t1["script_calls"] - t0["script_calls"]}
 
 
 def machine() -> str:

@@ -1,25 +1,44 @@
-"""Engine benchmark: batched apply against a naive baseline, wide nodes, big reads.
+"""Engine benchmark: the shapes real traffic has, each beside a naive baseline in the same run.
 
-    python -m bench.engine [--jobs 2000] [--updates 200000] [--batch 5000]
+    python -m bench.engine [--jobs 2000] [--rounds 30] [--only a,b,c,d,memory,breakdown,reads]
 
-Runs against a private redis-server it starts (so the Redis CPU it reports is
-the benchmark's alone) and prints Markdown tables for bench/README.md:
+Runs against a private redis-server it starts (so the Redis figures are the
+benchmark's alone) and prints Markdown tables for bench/README.md.  Every
+shape is measured twice in the same run: through ``Engine.apply`` and
+through the *naive* baseline, one pipelined script call per update (the
+engine's own call for a batch of that one update, so nothing is coalesced
+and every update pays a whole call).
 
-1. Throughput.  The same pre-generated updates from J simulated jobs (trees of
-   depth 5: root / step / group / part / leaf; see workload()) go through
-   - engine:   Engine.apply per batch (validation, coalescing, one pipelined
-               round trip of apply_updates.lua calls, snapshot decoding),
-               with 1 and with 2 batches in flight;
-   - naive:    the same batches, one pipelined EVALSHA of apply_updates.lua
-               per update (no coalescing, no shared ancestors);
-   reporting updates/s end to end from Python and Redis CPU µs per update
-   (INFO cpu delta of the Redis process: commandstats counts commands run
-   inside scripts twice).
-2. Width.  The same updates (batches of 1,000, each touching 1,000 distinct
-   children) under parents of 1,000, 10,000 and 100,000 children: the cost
-   per update must not grow with width.
-3. Reads.  The first page of the 100,000-child node (depth 1), and a
-   10,000-child node at depth 2, median of repeated reads.
+Shapes
+    (a) one update per tree per call: J jobs (depth-5 trees: root / step /
+        group / part / leaf) each send their next update in every round, so a
+        call of T trees carries exactly one update of each (what a 50 ms AMQP
+        batch or a fleet's batch POST holds); calls of 1,000 and 2,000 trees
+    (b) single-update calls, one after the other, as ``POST /status/<key>``
+        makes them
+    (c) the coalescing shape: the jobs' streams interleaved at random and
+        applied in batches of 5,000 and 20,000 (~10 updates of a tree per call)
+    (d) a wide node: calls of 1,000 updates to 1,000 distinct children of
+        parents of 1,000, 10,000 and 100,000 children
+
+Breakdown
+    Chains of depth D (D nodes per update) in calls of T trees, one update per
+    tree: a least-squares fit of Redis time per update = per-call / T +
+    per-update + per-node x D separates the three costs.
+
+Memory
+    ``used_memory`` delta over the nodes stored, for >= 200,000 nodes of whole
+    job trees (their full streams applied).
+
+Figures per row
+    updates/s       end to end from this Python process
+    Redis CPU       INFO cpu delta of the Redis process per update (parsing,
+                    networking and scripts)
+    script          commandstats usec of the script calls per update (what a
+                    script's Lua and its commands cost)
+    Python CPU      this process's CPU per update (validation, packing,
+                    decoding: what the server process pays)
+    round trips     pipelines or commands sent per call of Engine.apply
 """
 from __future__ import annotations
 
@@ -34,7 +53,6 @@ import redis.asyncio as aredis
 import uvloop
 
 from sca_progress.engine import Engine
-from sca_progress.engine.scripts import pack
 
 from .common import PrivateRedis, machine, median
 
@@ -47,29 +65,29 @@ def job_leaves(job: int) -> list[str]:
             for step, _ in STEPS for g in range(2) for p in range(2) for f in range(2)]
 
 
-def workload(jobs: int, updates: int, seed: int = 1) -> list[tuple[str, dict]]:
-    """Updates of many jobs interleaved as they would arrive.
+def job_stream(job: int, rng: random.Random) -> list[tuple[str, dict]]:
+    """What one job sends, in order: its three weighted steps, then each of its
+    24 leaves reports 0, 0.25, 0.5, 0.75 and 1 (running, then finished) with a
+    message, the leaves interleaved at random (123 updates)."""
+    stream = [(f"_bench.job{job}.{step}", {"weight": w, "msg": f"{step} of job {job}"}) for step, w in STEPS]
+    leaves = job_leaves(job)
+    steps = {leaf: 0 for leaf in leaves}
+    while leaves:
+        leaf = rng.choice(leaves)
+        p = steps[leaf] / 4
+        steps[leaf] += 1
+        if steps[leaf] == 5:
+            leaves.remove(leaf)
+        stream.append((leaf, {"progress": p, "status": "finished" if p == 1 else "running",
+                              "msg": f"at {p:.0%}"}))
+    return stream
 
-    Each job announces its three weighted steps, then each of its 24 leaves
-    reports 0, 0.25, 0.5, 0.75 and 1 (running, then finished) with a message;
-    the jobs' streams are shuffled together, each leaf's own reports staying
-    in order.  Stops at *updates* (2,000 jobs make 246,000 updates).
-    """
+
+def workload(jobs: int, updates: int, seed: int = 1) -> list[tuple[str, dict]]:
+    """Shape (c): the jobs' streams shuffled together (each job's own updates
+    stay in order), stopping at *updates* (2,000 jobs make 246,000)."""
     rng = random.Random(seed)
-    streams = []
-    for j in range(jobs):
-        stream = [(f"_bench.job{j}.{step}", {"weight": w, "msg": f"{step} of job {j}"}) for step, w in STEPS]
-        leaves = job_leaves(j)
-        steps = {leaf: 0 for leaf in leaves}
-        while leaves:
-            leaf = rng.choice(leaves)
-            p = steps[leaf] / 4
-            steps[leaf] += 1
-            if steps[leaf] == 5:
-                leaves.remove(leaf)
-            stream.append((leaf, {"progress": p, "status": "finished" if p == 1 else "running",
-                                  "msg": f"at {p:.0%}"}))
-        streams.append(stream[::-1])
+    streams = [job_stream(j, rng)[::-1] for j in range(jobs)]
     out: list[tuple[str, dict]] = []
     live = list(range(jobs))
     while live and len(out) < updates:
@@ -82,100 +100,231 @@ def workload(jobs: int, updates: int, seed: int = 1) -> list[tuple[str, dict]]:
     return out
 
 
+def rounds(jobs: int, n_rounds: int, seed: int = 1) -> list[list[tuple[str, dict]]]:
+    """Shape (a): in round r every job sends the r-th update of its stream, so
+    any run of consecutive updates of one round holds one update per tree."""
+    rng = random.Random(seed)
+    streams = [job_stream(j, rng) for j in range(jobs)]
+    return [[s[r] for s in streams if r < len(s)] for r in range(n_rounds)]
+
+
+def one_per_tree_batches(rs: list[list], trees_per_call: int) -> list[list]:
+    return [r[i:i + trees_per_call] for r in rs for i in range(0, len(r), trees_per_call)]
+
+
 def batches(updates: list, size: int) -> list[list]:
     return [updates[i:i + size] for i in range(0, len(updates), size)]
 
 
-async def run_engine(engine: Engine, bs: list[list], in_flight: int, snapshots: str = "none") -> float:
+def chain_rounds(trees: int, depth: int, n_rounds: int) -> list[list[tuple[str, dict]]]:
+    """Chains of *depth* nodes (root, then depth - 2 inner nodes, then one of 4
+    leaves); in each round every tree gets one progress update of a leaf."""
+    inner = "".join(f".n{i}" for i in range(depth - 2))
+    out = []
+    for r in range(n_rounds):
+        leaf = "" if depth == 1 else f".l{r % 4}"
+        out.append([(f"_chain.t{t}{inner}{leaf}", {"progress": (r + 1) / (n_rounds + 1), "msg": f"round {r}"})
+                    for t in range(trees)])
+    return out
+
+
+# -- measuring -----------------------------------------------------------------
+
+class RoundTrips:
+    """Counts what this process sends to Redis and waits for: pipelines and
+    single commands."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        pipe, client = aredis.client.Pipeline, aredis.Redis
+        self._saved = (pipe.execute, client.execute_command)
+        counter = self
+
+        async def execute(self, *a, **k):
+            counter.count += 1
+            return await counter._saved[0](self, *a, **k)
+
+        async def execute_command(self, *a, **k):
+            counter.count += 1
+            return await counter._saved[1](self, *a, **k)
+
+        pipe.execute, client.execute_command = execute, execute_command
+
+    def close(self) -> None:
+        aredis.client.Pipeline.execute, aredis.Redis.execute_command = self._saved
+
+
+async def fresh_engine(server: PrivateRedis, **kw) -> tuple[Engine, aredis.Redis]:
+    server.client.flushall()
+    client = aredis.from_url(server.url)
+    engine = Engine(client, prefix="bench", **kw)
+    await engine.start()
+    return engine, client
+
+
+async def apply_all(engine: Engine, bs: list[list], in_flight: int = 1, snapshots: str = "none") -> None:
     queue = list(reversed(bs))
 
     async def worker():
         while queue:
-            await engine.apply(queue.pop(), snapshots=snapshots)  # what an ingester with no watchers asks
+            await engine.apply(queue.pop(), snapshots=snapshots)
 
-    t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
-    return time.perf_counter() - t0
 
 
-async def run_naive(engine: Engine, bs: list[list]) -> float:
-    """One EVALSHA per update: each call carries one update of one tree."""
-    from sca_progress.engine.keys import tree_root
-    from sca_progress.engine.updates import encode_update
-
-    t0 = time.perf_counter()
+async def naive_all(engine: Engine, bs: list[list]) -> None:
+    """The naive baseline: per batch, one pipelined script call per update."""
     for batch in bs:
         calls = []
-        now = int(time.time() * 1000)
-        for key, fields in batch:
-            root, enc = encode_update(key, fields, engine.limits)
-            calls.append(("apply_updates", [engine.keys.records(root)],
-                          (now, engine.eta_window_ms, engine.limits.max_fields_per_node,
-                           pack([[tree_root(key), [[1, *enc[1:]]], 0]]))))
+        for update in batch:
+            calls.extend(engine.plan([update], snapshots="none").calls)
         for reply in await engine.scripts.run(engine.redis, calls):
             if isinstance(reply, Exception):
                 raise reply
-    return time.perf_counter() - t0
 
 
-async def throughput(server: PrivateRedis, args) -> list[dict]:
-    updates = workload(args.jobs, args.updates)
+async def measure(server: PrivateRedis, label: str, run, bs: list[list], engine_kw: dict | None = None,
+                  prepare=None) -> dict:
+    """Run *run(engine, bs)* on a fresh database; the row of its figures."""
+    engine, client = await fresh_engine(server, **(engine_kw or {}))
+    if prepare is not None:
+        await prepare(engine)
+    n = sum(len(b) for b in bs)
+    trips = RoundTrips()
+    meter = server.meter().start()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    try:
+        await run(engine, bs)
+    finally:
+        secs, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        trips.close()
+    m = meter.stop()
+    await client.aclose()
+    row = {"label": label, "updates": n, "calls": len(bs), "seconds": secs, "updates_per_s": n / secs,
+           "redis_cpu_us": m["cpu_s"] / n * 1e6, "script_us": m["script_s"] / n * 1e6,
+           "script_calls_per_update": m["script_calls"] / n, "python_cpu_us": cpu / n * 1e6,
+           "round_trips_per_call": trips.count / len(bs)}
+    print(f"  {label}: {row['updates_per_s']:,.0f} updates/s, Redis CPU {row['redis_cpu_us']:.1f} µs, "
+          f"script {row['script_us']:.1f} µs, Python {row['python_cpu_us']:.1f} µs per update, "
+          f"{row['round_trips_per_call']:.2f} round trips per call", flush=True)
+    return row
+
+
+def engine_run(in_flight: int = 1):
+    return lambda engine, bs: apply_all(engine, bs, in_flight)
+
+
+# -- the shapes ------------------------------------------------------------------
+
+async def shape_a(server, args) -> list[dict]:
+    rs = rounds(args.jobs, args.rounds)
     rows = []
-    modes = [("naive: one EVALSHA per update, pipelined", "naive", args.batches[0], 1)]
-    for size in args.batches:
-        modes += [(f"engine: Engine.apply, batches of {size:,}, 1 in flight", "engine", size, 1),
-                  (f"engine: Engine.apply, batches of {size:,}, 2 in flight", "engine", size, 2)]
-    for label, mode, size, in_flight in modes:
-        bs = batches(updates, size)
-        server.client.flushall()
-        client = aredis.from_url(server.url)
-        engine = Engine(client, prefix="bench")
-        await engine.start()
-        cpu0 = server.cpu_seconds()
-        if mode == "naive":
-            secs = await run_naive(engine, bs)
-        else:
-            secs = await run_engine(engine, bs, in_flight)
-        cpu = server.cpu_seconds() - cpu0
-        tree = await engine.read("_bench.job0", depth=1)
-        await client.aclose()
-        assert tree.get("progress") == 1, tree  # every job of the workload ends finished
-        rows.append({"mode": label, "updates": len(updates), "seconds": secs,
-                     "updates_per_s": len(updates) / secs, "redis_cpu_us_per_update": cpu / len(updates) * 1e6})
-        print(f"  {label}: {len(updates) / secs:,.0f} updates/s, "
-              f"{cpu / len(updates) * 1e6:.1f} µs Redis CPU/update", flush=True)
+    for trees in (1000, 2000):
+        bs = one_per_tree_batches(rs, trees)
+        rows.append(await measure(server, f"(a) naive, {trees:,} trees a batch", naive_all, bs))
+        rows.append(await measure(server, f"(a) engine, calls of {trees:,} trees", engine_run(), bs))
     return rows
 
 
-async def width(server: PrivateRedis, args) -> list[dict]:
-    server.client.flushall()
-    client = aredis.from_url(server.url)
-    engine = Engine(client, prefix="bench")
-    await engine.start()
+async def shape_b(server, args) -> list[dict]:
+    """Single updates: the (a) stream one update per call, awaited one by one."""
+    rs = rounds(args.jobs, args.rounds)
+    singles = one_per_tree_batches(rs, 1)[:args.singles]
+    return [await measure(server, "(b) naive: one script call", naive_all, singles),
+            await measure(server, "(b) engine: Engine.apply of one update", engine_run(), singles)]
+
+
+async def shape_c(server, args) -> list[dict]:
+    updates = workload(args.jobs, args.coalesce_updates)
+    rows = [await measure(server, "(c) naive, batches of 5,000", naive_all, batches(updates, 5000))]
+    for size in (5000, 20000):
+        for in_flight in (1, 2):
+            rows.append(await measure(server, f"(c) engine, batches of {size:,}, {in_flight} in flight",
+                                      engine_run(in_flight), batches(updates, size)))
+    return rows
+
+
+async def shape_d(server, args) -> list[dict]:
     rows = []
-    # The same work under parents of growing width: batches of 1,000 updates,
-    # each batch touching 1,000 distinct children (round robin), so every
-    # update costs one leaf, with the parent and root shared per batch.
     for n in (1_000, 10_000, 100_000):
         parent = f"_bench.w{n}.p"
-        for chunk in batches([(f"{parent}.c{i}", {"progress": 0}) for i in range(n)], 5000):
-            await engine.apply(chunk, snapshots="none")
+
+        async def fill(engine, parent=parent, n=n):
+            for chunk in batches([(f"{parent}.c{i}", {"progress": 0}) for i in range(n)], 5000):
+                await engine.apply(chunk, snapshots="none")
+
         ups = [(f"{parent}.c{(i * 7919) % n}", {"progress": (i % 100) / 100}) for i in range(args.width_updates)]
         bs = batches(ups, 1000)
-        cpu0 = server.cpu_seconds()
-        secs = await run_engine(engine, bs, 1)
-        cpu = server.cpu_seconds() - cpu0
-        label = f"{n:,} children"
-        rows.append({"parent": label, "updates": len(ups), "updates_per_s": len(ups) / secs,
-                     "redis_cpu_us_per_update": cpu / len(ups) * 1e6})
-        print(f"  {label}: {len(ups) / secs:,.0f} updates/s, {cpu / len(ups) * 1e6:.1f} µs/update", flush=True)
+        rows.append(await measure(server, f"(d) naive, {n:,} children", naive_all, bs, prepare=fill))
+        rows.append(await measure(server, f"(d) engine, {n:,} children", engine_run(), bs, prepare=fill))
+    return rows
 
-    # A 10,000-child node for the depth-2 read.
+
+async def breakdown(server, args) -> dict:
+    """Fit Redis script time per update = c_call / T + c_update + c_node * D."""
+    points = []
+    for depth, trees in ((5, 1), (5, 10), (5, 100), (5, 1000), (1, 1000), (2, 1000), (3, 1000), (4, 1000)):
+        n_rounds = max(2, min(40, 20_000 // trees))
+        bs = one_per_tree_batches(chain_rounds(trees, depth, n_rounds), trees)
+        if trees < 100:
+            bs = bs[:2000]
+        row = await measure(server, f"chain depth {depth}, {trees:,} trees a call", engine_run(), bs)
+        row.update(depth=depth, trees=trees)
+        points.append(row)
+    fit = {}
+    for metric in ("script_us", "redis_cpu_us", "python_cpu_us"):
+        fit[metric] = _lstsq([(1 / p["trees"], 1.0, p["depth"]) for p in points], [p[metric] for p in points])
+    return {"points": points, "fit": fit}
+
+
+def _lstsq(xs: list[tuple], ys: list[float]) -> list[float]:
+    """Least squares for y = a*x0 + b*x1 + c*x2 (normal equations, 3x3)."""
+    k = len(xs[0])
+    m = [[sum(x[i] * x[j] for x in xs) for j in range(k)] for i in range(k)]
+    v = [sum(x[i] * y for x, y in zip(xs, ys)) for i in range(k)]
+    for c in range(k):  # Gauss-Jordan
+        piv = max(range(c, k), key=lambda r: abs(m[r][c]))
+        m[c], m[piv], v[c], v[piv] = m[piv], m[c], v[piv], v[c]
+        for r in range(k):
+            if r != c and m[c][c]:
+                f = m[r][c] / m[c][c]
+                m[r] = [a - f * b for a, b in zip(m[r], m[c])]
+                v[r] -= f * v[c]
+    return [v[i] / m[i][i] for i in range(k)]
+
+
+async def memory(server, args) -> dict:
+    """Bytes of Redis memory per stored node, whole job trees (full streams)."""
+    jobs = args.memory_jobs
+    engine, client = await fresh_engine(server)
+    before = server.used_memory()
+    rng = random.Random(7)
+    pending: list = []
+    for j in range(jobs):
+        pending.extend(job_stream(j, rng))
+        if len(pending) >= 10_000 or j == jobs - 1:
+            for b in batches(pending, 2000):
+                await engine.apply(b, snapshots="none")
+            pending = []
+    after = server.used_memory()
+    nodes = jobs * (1 + 3 + 6 + 12 + 24)
+    tree = await engine.read("_bench.job0", depth=5)
+    assert tree["progress"] == 1, tree
+    await client.aclose()
+    row = {"jobs": jobs, "nodes": nodes, "bytes": after - before, "bytes_per_node": (after - before) / nodes}
+    print(f"  memory: {row['bytes_per_node']:.0f} B per node over {nodes:,} nodes", flush=True)
+    return row
+
+
+async def reads(server, args) -> list[dict]:
+    engine, client = await fresh_engine(server)
+    for chunk in batches([(f"_bench.hk.p.c{i}", {"progress": 0.5}) for i in range(100_000)], 5000):
+        await engine.apply(chunk, snapshots="none")
     for chunk in batches([(f"_bench.tenk.p.c{i}", {"progress": 0.5, "msg": f"child {i}"})
                           for i in range(10_000)], 5000):
         await engine.apply(chunk, snapshots="none")
-    reads = []
-    for label, key, depth, limit in (("first page (1,000) of a 100,000-child node, depth 1", "_bench.w100000.p", 1, None),
+    out = []
+    for label, key, depth, limit in (("first page (1,000) of a 100,000-child node, depth 1", "_bench.hk.p", 1, None),
                                      ("10,000-child node, depth 2 (limit 10000)", "_bench.tenk.p", 2, 10_000)):
         times = []
         for _ in range(args.reads):
@@ -183,54 +332,86 @@ async def width(server: PrivateRedis, args) -> list[dict]:
             node = await engine.read(key, depth=depth, limit=limit)
             times.append(time.perf_counter() - t0)
         assert node["_children_total"] in (10_000, 100_000)
-        reads.append({"read": label, "median_ms": median(times) * 1000, "min_ms": min(times) * 1000,
-                      "max_ms": max(times) * 1000, "repeats": len(times)})
+        out.append({"read": label, "median_ms": median(times) * 1000, "min_ms": min(times) * 1000,
+                    "max_ms": max(times) * 1000, "repeats": len(times)})
         print(f"  {label}: median {median(times) * 1000:.1f} ms", flush=True)
     await client.aclose()
-    return rows, reads
+    return out
+
+
+# -- report ------------------------------------------------------------------------
+
+def table(rows: list[dict]) -> list[str]:
+    lines = ["| run | updates | updates/s | Redis CPU µs/update | script µs/update | Python CPU µs/update "
+             "| round trips/call |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['updates']:,} | {r['updates_per_s']:,.0f} | {r['redis_cpu_us']:.1f} "
+                     f"| {r['script_us']:.1f} | {r['python_cpu_us']:.1f} | {r['round_trips_per_call']:.2f} |")
+    return lines
+
+
+def ratios(rows: list[dict]) -> list[str]:
+    """Each engine row against the naive row before it."""
+    out, naive = [], None
+    for r in rows:
+        if "naive" in r["label"]:
+            naive = r
+        elif naive is not None:
+            out.append(f"- {r['label']}: {r['updates_per_s'] / naive['updates_per_s']:.1f}x the naive rate, "
+                       f"{naive['script_us'] / r['script_us']:.1f}x less script time and "
+                       f"{naive['redis_cpu_us'] / r['redis_cpu_us']:.1f}x less Redis CPU per update")
+    return out
 
 
 def markdown(result: dict) -> str:
     lines = [f"Machine: {result['machine']}; Redis {result['redis']} (private, no persistence).",
-             f"Command: `{result['command']}`", "",
-             "| mode | updates | updates/s | Redis CPU µs/update |", "|---|---:|---:|---:|"]
-    for r in result["throughput"]:
-        lines.append(f"| {r['mode']} | {r['updates']:,} | {r['updates_per_s']:,.0f} | {r['redis_cpu_us_per_update']:.1f} |")
-    naive = result["throughput"][0]
-    lines += [""] + [f"- {r['mode']}: {r['updates_per_s'] / naive['updates_per_s']:.1f}x the naive rate, "
-                     f"{naive['redis_cpu_us_per_update'] / r['redis_cpu_us_per_update']:.1f}x less Redis CPU"
-                     for r in result["throughput"][1:]]
-    lines += ["",
-              "| parent | updates | updates/s | Redis CPU µs/update |", "|---|---:|---:|---:|"]
-    for r in result["width"]:
-        lines.append(f"| {r['parent']} | {r['updates']:,} | {r['updates_per_s']:,.0f} | {r['redis_cpu_us_per_update']:.1f} |")
-    lines += ["", "| read | median ms | min ms | max ms | repeats |", "|---|---:|---:|---:|---:|"]
-    for r in result["reads"]:
-        lines.append(f"| {r['read']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['max_ms']:.1f} | {r['repeats']} |")
+             f"Command: `{result['command']}`", ""]
+    for shape in ("a", "b", "c", "d"):
+        if shape in result:
+            lines += table(result[shape]) + [""] + ratios(result[shape]) + [""]
+    if "breakdown" in result:
+        lines += table(result["breakdown"]["points"]) + [""]
+        lines += ["| fit: µs per update = per call / trees a call + per update + per node x depth "
+                  "| per call | per update | per node |", "|---|---:|---:|---:|"]
+        for metric, (a, b, c) in result["breakdown"]["fit"].items():
+            lines.append(f"| {metric} | {a:.1f} | {b:.2f} | {c:.2f} |")
+        lines.append("")
+    if "memory" in result:
+        m = result["memory"]
+        lines += [f"Memory: {m['bytes_per_node']:.0f} B per node ({m['bytes']:,} B of used_memory over "
+                  f"{m['nodes']:,} nodes of {m['jobs']:,} whole jobs).", ""]
+    if "reads" in result:
+        lines += ["| read | median ms | min ms | max ms | repeats |", "|---|---:|---:|---:|---:|"]
+        for r in result["reads"]:
+            lines.append(f"| {r['read']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['max_ms']:.1f} "
+                         f"| {r['repeats']} |")
     return "\n".join(lines)
+
+
+SECTIONS = {"a": shape_a, "b": shape_b, "c": shape_c, "d": shape_d, "breakdown": breakdown, "memory": memory,
+            "reads": reads}
 
 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=2000)
-    ap.add_argument("--updates", type=int, default=246_000)
-    ap.add_argument("--batches", type=lambda v: [int(x) for x in v.split(",")], default=[5000, 20000],
-                    help="comma-separated batch sizes (default 5000,20000)")
+    ap.add_argument("--rounds", type=int, default=30, help="rounds of shape (a): one update of every job each")
+    ap.add_argument("--singles", type=int, default=5000, help="updates of shape (b)")
+    ap.add_argument("--coalesce-updates", type=int, default=100_000)
     ap.add_argument("--width-updates", type=int, default=50_000)
+    ap.add_argument("--memory-jobs", type=int, default=5000, help="whole jobs (46 nodes each) for the memory figure")
     ap.add_argument("--reads", type=int, default=15)
+    ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections to run")
     ap.add_argument("--out", default="bench/out/engine.json")
     args = ap.parse_args()
     server = PrivateRedis()
+    result = {"machine": machine(), "redis": server.version,
+              "command": "python -m bench.engine " + " ".join(
+                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out")}
     try:
-        print(f"throughput ({args.updates:,} updates, {args.jobs:,} jobs):")
-        tp = await throughput(server, args)
-        print("width and reads:")
-        wd, reads = await width(server, args)
-        result = {"machine": machine(), "redis": server.version,
-                  "command": "python -m bench.engine " + " ".join(
-                      f"--{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, list) else v}"
-                      for k, v in vars(args).items() if k != "out"),
-                  "throughput": tp, "width": wd, "reads": reads}
+        for name in args.only.split(","):
+            print(f"{name}:", flush=True)
+            result[name] = await SECTIONS[name](server, args)
     finally:
         server.close()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -82,6 +82,19 @@ class ApplyResult:
 
 
 @dataclass
+class Plan:
+    """A validated batch as script calls: ``calls[n_index:]`` apply the
+    updates at ``positions[j]`` of the batch; ``results`` already holds the
+    refusals of validation (None where the script decides)."""
+
+    results: list
+    now: int
+    calls: list
+    positions: list[list[int]]
+    n_index: int
+
+
+@dataclass
 class DeleteResult:
     key: str
     changed: list[tuple[str, bytes]] = field(default_factory=list)
@@ -159,37 +172,11 @@ class Engine:
         ack_events(): an event is not lost if the caller dies before it
         published it (pending_events() finds it again).
         """
-        mode = _SNAPSHOT_MODES[snapshots]
-        now = now_ms()
-        results: list = []
-        trees: dict[str, list] = {}
-        for i, (key, fields) in enumerate(updates):
-            try:
-                root, enc = encode_update(key, fields, self.limits)
-            except InvalidUpdate as e:
-                results.append(e)
-                continue
-            results.append(None)
-            trees.setdefault(root, []).append((i, enc))
-        if not trees:
+        plan = self.plan(updates, snapshots, events)
+        results, now, positions = plan.results, plan.now, plan.positions
+        if not plan.calls:
             return ApplyResult(results, [], now)
-
-        calls, positions = self._index_calls(trees, now), []
-        n_index = len(calls)
-        for group in self._group(trees):
-            keys, packed, pos = [], [], []
-            for root, piece in group:
-                entry = []
-                for i, enc in piece:
-                    pos.append(i)
-                    enc[0] = len(pos)
-                    entry.append(enc)
-                keys.append(self.keys.records(root))
-                packed.append([root, entry, mode])
-            args = (now, self.eta_window_ms, self.limits.max_fields_per_node, pack(packed), int(events),
-                    self.feed_command, self.limits.max_nodes_per_tree)
-            calls.append(("apply_updates", keys, args))
-            positions.append(pos)
+        calls, n_index = plan.calls, plan.n_index
 
         replies = await self.scripts.run(self.redis, calls)
         for r in replies:
@@ -208,6 +195,43 @@ class Engine:
                 results[i] = APPLIED if st == 1 else STALE if st == 0 else self._refusal(st)
             changed.extend(zip([k.decode() for k in flat[0::2]], flat[1::2]))
         return ApplyResult(results, changed, now, ended)
+
+    def plan(self, updates: Iterable[tuple[str, Mapping]], snapshots: str = "all",
+             events: bool = False) -> "Plan":
+        """Validate a batch and build its script calls, without running them."""
+        mode = _SNAPSHOT_MODES[snapshots]
+        now = now_ms()
+        results: list = []
+        trees: dict[str, list] = {}
+        for i, (key, fields) in enumerate(updates):
+            try:
+                root, enc = encode_update(key, fields, self.limits)
+            except InvalidUpdate as e:
+                results.append(e)
+                continue
+            results.append(None)
+            trees.setdefault(root, []).append((i, enc))
+        if not trees:
+            return Plan(results, now, [], [], 0)
+
+        calls, positions = self._index_calls(trees, now), []
+        n_index = len(calls)
+        for group in self._group(trees):
+            keys, packed, pos = [], [], []
+            for root, piece in group:
+                entry = []
+                for i, enc in piece:
+                    pos.append(i)
+                    enc[0] = len(pos)
+                    entry.append(enc)
+                keys.append(self.keys.records(root))
+                packed.append([root, entry, mode])
+            args = (now, self.eta_window_ms, self.limits.max_fields_per_node, pack(packed), int(events),
+                    self.feed_command, self.limits.max_nodes_per_tree)
+            calls.append(("apply_updates", keys, args))
+            positions.append(pos)
+
+        return Plan(results, now, calls, positions, n_index)
 
     async def ack_events(self, events: Iterable[Event]) -> None:
         """Drop published events from their trees' outboxes."""
