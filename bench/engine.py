@@ -395,7 +395,8 @@ SECTIONS = {"a": shape_a, "b": shape_b, "c": shape_c, "d": shape_d, "breakdown":
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=2000)
-    ap.add_argument("--rounds", type=int, default=30, help="rounds of shape (a): one update of every job each")
+    ap.add_argument("--rounds", type=int, default=123,
+                    help="rounds of shape (a): one update of every job each (123: their whole streams)")
     ap.add_argument("--singles", type=int, default=5000, help="updates of shape (b)")
     ap.add_argument("--coalesce-updates", type=int, default=100_000)
     ap.add_argument("--width-updates", type=int, default=50_000)

@@ -1,6 +1,6 @@
 """Where apply_updates.lua spends its time: Redis time per update, by phase.
 
-    python -m bench.phases [--jobs 2000] [--updates 246000] [--batch 20000] [--repeats 2]
+    python -m bench.phases [--shape a|c] [--jobs 2000] [--updates 246000] [--batch 20000] [--repeats 2]
 
 The engine benchmark's workload goes through Engine.apply (1 batch in
 flight) on a private redis-server, alternately with the script as shipped
@@ -11,13 +11,12 @@ microseconds per update for each phase and the instrumentation's overhead
 (the copy's Redis CPU per update minus the baseline's, from INFO cpu).
 
 The phases, in the script's order:
-    validate  unpacking ARGV and check_update of every update
-    fetch     path_keys and the HMGET of the records of each tree
-    apply     load_node (unpacking records) and apply_update
-    rollup    rollup.lua: sums, progress, times, eta, status counts
-    pack      pack_record of each changed node, in write_tree
-    hset      the HSET of the records
-    index     ZADD of new children, RPUSH of leftovers
+    validate  reading and checking every update of the packed batch
+    fetch     the paths and the HMGET of the records of each tree
+    apply     apply_update: each update applied and rolled up its path, its
+              nodes' records unpacked and packed again
+    write     the list of changed records (and the watch markers' MGET)
+    hset      the HSET of the records, ZADDs of wide parents, RPUSH of leftovers
     finish    publishing, outbox, packing the reply
 """
 from __future__ import annotations
@@ -31,7 +30,9 @@ import uvloop
 from sca_progress.engine import Engine
 
 from .common import PrivateRedis, machine, median
-from .engine import batches, run_engine, workload
+import time
+
+from .engine import apply_all, batches, one_per_tree_batches, rounds, workload
 
 TIMING_KEY = "bench:phases"
 
@@ -49,18 +50,16 @@ phase('start')
 #: (text in apply_updates.lua, the same text with a clock reading before or after it)
 MARKERS = [
     ("local now = tonumber(ARGV[1])", CLOCK + "local now = tonumber(ARGV[1])"),
-    ("local statuses, trees = {}, {}", "phase('validate')\nlocal statuses, trees = {}, {}"),
-    ("  fetch_records(tree, keys)\n", "  fetch_records(tree, keys)\n  phase('fetch')\n"),
-    ("  tree.changed = rollup(tree, now, tau)\n",
-     "  phase('apply')\n  tree.changed = rollup(tree, now, tau)\n  phase('rollup')\n"),
+    ("local statuses, ended = {}, {}", "phase('validate')\nlocal statuses, ended = {}, {}"),
+    ("  fetch_paths(tree, paths)\n", "  fetch_paths(tree, paths)\n  phase('fetch')\n"),
+    ("  trees[i] = tree\nend", "  phase('apply')\n  trees[i] = tree\nend"),
     ("  call_chunked('HSET', T .. 't', records, 2)\n",
-     "  phase('pack')\n  call_chunked('HSET', T .. 't', records, 2)\n  phase('hset')\n"),
-    ("  call_chunked('RPUSH', T .. 'gc', tree.gc)\n", "  call_chunked('RPUSH', T .. 'gc', tree.gc)\n  phase('index')\n"),
-    ("return cmsgpack.pack({ statuses, out, events })",
-     "local reply = cmsgpack.pack({ statuses, out, events })\nphase('finish')\n"
+     "  phase('write')\n  call_chunked('HSET', T .. 't', records, 2)\n  phase('hset')\n"),
+    ("return cmsgpack.pack({ statuses, changed, events, created })",
+     "local reply = cmsgpack.pack({ statuses, changed, events, created })\nphase('finish')\n"
      f"for k, v in pairs(_phase_sum) do redis.call('HINCRBY', '{TIMING_KEY}', k, v) end\nreturn reply"),
 ]
-PHASES = ["validate", "fetch", "apply", "rollup", "pack", "hset", "index", "finish"]
+PHASES = ["validate", "fetch", "apply", "write", "hset", "finish"]
 
 
 def instrumented(source: str) -> str:
@@ -73,22 +72,25 @@ def instrumented(source: str) -> str:
     return source
 
 
-async def one_run(updates: list, size: int, instrument: bool) -> dict:
+async def one_run(bs: list[list], instrument: bool) -> dict:
     server = PrivateRedis()
     try:
         redis = aredis.Redis.from_url(server.url)
         engine = Engine(redis, prefix="phases")
+        engine.scripts.use_functions = False  # the instrumented copy is an EVAL script
         if instrument:
             src = instrumented(engine.scripts.source["apply_updates"])
             engine.scripts.source["apply_updates"] = src
             engine.scripts.sha["apply_updates"] = hashlib.sha1(src.encode()).hexdigest()
         await engine.start()
         cpu0 = server.cpu_seconds()
-        wall = await run_engine(engine, batches(updates, size), in_flight=1)
+        t0 = time.perf_counter()
+        await apply_all(engine, bs)
+        wall = time.perf_counter() - t0
         cpu = server.cpu_seconds() - cpu0
         sums = {k.decode(): int(v) for k, v in (await redis.hgetall(TIMING_KEY)).items()}
         await redis.aclose()
-        n = len(updates)
+        n = sum(len(b) for b in bs)
         return {"rate": n / wall, "cpu_us": cpu / n * 1e6, "phases": {k: sums.get(k, 0) / n for k in PHASES}}
     finally:
         server.close()
@@ -99,17 +101,23 @@ async def main() -> None:
     ap.add_argument("--jobs", type=int, default=2000)
     ap.add_argument("--updates", type=int, default=246_000)
     ap.add_argument("--batch", type=int, default=20_000)
+    ap.add_argument("--shape", choices=("a", "c"), default="a",
+                    help="a: one update per tree per call (rounds of every job, --batch trees a call); "
+                         "c: the jobs' streams shuffled together (coalescing)")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
-    updates = workload(args.jobs, args.updates)
+    if args.shape == "a":
+        bs = one_per_tree_batches(rounds(args.jobs, max(1, args.updates // args.jobs)), args.batch)
+    else:
+        bs = batches(workload(args.jobs, args.updates), args.batch)
     base, timed = [], []
     for _ in range(args.repeats):
-        base.append(await one_run(updates, args.batch, instrument=False))
-        timed.append(await one_run(updates, args.batch, instrument=True))
+        base.append(await one_run(bs, instrument=False))
+        timed.append(await one_run(bs, instrument=True))
     base_cpu = median([r["cpu_us"] for r in base])
     timed_cpu = median([r["cpu_us"] for r in timed])
     print(f"Machine: {machine()}.")
-    print(f"Command: `python -m bench.phases --jobs {args.jobs} --updates {args.updates} "
+    print(f"Command: `python -m bench.phases --shape {args.shape} --jobs {args.jobs} --updates {args.updates} "
           f"--batch {args.batch} --repeats {args.repeats}`\n")
     print("| phase | µs per update (median) |")
     print("|---|---:|")

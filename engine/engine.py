@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,16 +17,19 @@ from dataclasses import dataclass, field
 import msgpack
 import orjson
 
-from .errors import InvalidUpdate, NotFound, ProgressError, QuotaExceeded, StorageUnavailable, redis_errors
-from .keys import RedisKeys, check_key, namespace_chain, tree_root
+from .errors import (InvalidUpdate, NotFound, ProgressError, QuotaExceeded, StorageUnavailable, StoredFormatError,
+                     redis_errors)
+from .keys import RedisKeys, check_key, namespace_chain, relative_key, tree_root
 from .limits import Limits
+from .namespaces import NamespaceIndex
 from .read import TreeReader
-from .records import decode
+from .records import FORMAT, decode, keyed_records
 from .scripts import Scripts, pack, unpack
 from .errors import invalid as bad
 from .updates import encode_update
 
 _SNAPSHOT_MODES = {"none": 0, "updated": 1, "all": 2}
+_U32 = struct.Struct("<I")
 
 APPLIED = "applied"
 STALE = "stale"  # ignored: its ts is older than the node's last applied ts
@@ -83,15 +87,21 @@ class ApplyResult:
 
 @dataclass
 class Plan:
-    """A validated batch as script calls: ``calls[n_index:]`` apply the
-    updates at ``positions[j]`` of the batch; ``results`` already holds the
-    refusals of validation (None where the script decides)."""
+    """A validated batch as apply_updates.lua calls: ``calls[j]`` applies the
+    updates at ``positions[j]`` of the batch to the trees ``roots[j]`` (in
+    KEYS order); ``results`` already holds the refusals of validation (None
+    where the script decides) and ``update_roots`` each update's tree."""
 
     results: list
     now: int
-    calls: list
-    positions: list[list[int]]
-    n_index: int
+    mode: int
+    update_roots: list
+    calls: list = field(default_factory=list)
+    positions: list[list[int]] = field(default_factory=list)
+    roots: list[list[str]] = field(default_factory=list)
+
+    def tree_roots(self) -> list[str]:
+        return [r for roots in self.roots for r in roots]
 
 
 @dataclass
@@ -139,13 +149,38 @@ class Engine:
         self.feed_command = ""
         self.scripts = Scripts()
         self.reader = TreeReader(self)
+        self.namespaces = NamespaceIndex(self.keys)
 
     async def start(self) -> None:
+        """Load the scripts and check that this prefix's trees are in the record
+        format this version writes (raises StoredFormatError if not)."""
         await self.scripts.load(self.redis)
+        await self._check_format()
         if self.feed:
             with redis_errors():
                 version = (await self.redis.info("server"))["redis_version"]
             self.feed_command = "SPUBLISH" if int(str(version).split(".")[0]) >= 7 else "PUBLISH"
+            self.namespaces.feed_command = self.feed_command
+
+    async def _check_format(self) -> None:
+        """'<prefix>:format' names the record format of the prefix's trees.  A
+        prefix that has trees but no such key was written by a version before
+        it (format 1): those records would be misread, so refuse to start."""
+        key = f"{self.keys.prefix}:format"
+        with redis_errors():
+            stored = await self.redis.get(key)
+            if stored is None:
+                async for _ in self.redis.scan_iter(match=f"{self.keys.prefix}:{{*}}:t", count=1000):
+                    stored = b"1"
+                    break
+                else:
+                    await self.redis.set(key, str(FORMAT), nx=True)
+                    return
+        if int(stored) != FORMAT:
+            raise StoredFormatError(
+                f"this Redis holds progress trees under the prefix {self.keys.prefix!r} in record format "
+                f"{int(stored)}, which this version (format {FORMAT}) cannot read. Delete them "
+                f"(redis-cli --scan --pattern '{self.keys.prefix}:*' | xargs redis-cli del) or use another --prefix.")
 
     async def ping(self) -> bool:
         try:
@@ -157,7 +192,9 @@ class Engine:
 
     async def apply(self, updates: Iterable[tuple[str, Mapping]], snapshots: str = "all",
                     events: bool = False) -> ApplyResult:
-        """Validate and apply a batch of (key, fields) in one round trip.
+        """Validate and apply a batch of (key, fields), in one round trip (two
+        when it creates a tree: the new tree is then listed in its namespace
+        before apply returns).
 
         Each update is validated on its own: a bad one gets its error in
         ``results`` and the others still apply.  Raises StorageUnavailable
@@ -165,7 +202,8 @@ class Engine:
         or part of it: updates set values, so the caller can retry).
 
         ``changed`` holds the records of every changed node (snapshots
-        "all"), of the updated nodes only ("updated") or of none ("none").
+        "all", ancestors first within each tree), of the updated nodes only
+        ("updated") or of none ("none").
 
         With *events*, nodes whose status became finished, failed or canceled
         are returned in ``events`` and kept in their tree's outbox until
@@ -173,65 +211,92 @@ class Engine:
         published it (pending_events() finds it again).
         """
         plan = self.plan(updates, snapshots, events)
-        results, now, positions = plan.results, plan.now, plan.positions
+        results, now = plan.results, plan.now
         if not plan.calls:
             return ApplyResult(results, [], now)
-        calls, n_index = plan.calls, plan.n_index
-
-        replies = await self.scripts.run(self.redis, calls)
+        index = self.namespaces.take_due(now)
+        feed, lookups = self.namespaces.feed_commands(plan.tree_roots(), now)
+        try:
+            replies = await self.scripts.run(self.redis, plan.calls + index + feed)
+        except StorageUnavailable:
+            self.namespaces.requeue(index)
+            raise
+        n = len(plan.calls)
         for r in replies:
             if isinstance(r, StorageUnavailable):
+                self.namespaces.requeue(index)
                 raise r
+        self.namespaces.watch_replies(lookups, replies[n + len(index):])
+
         changed: list[tuple[str, bytes]] = []
         ended: list[Event] = []
-        for pos, reply in zip(positions, replies[n_index:]):
+        applied, created = set(), []
+        for pos, roots, reply in zip(plan.positions, plan.roots, replies[:n]):
             if isinstance(reply, ProgressError):
                 for i in pos:
                     results[i] = reply
                 continue
-            statuses, flat, evs = unpack(reply)
+            statuses, flat, evs, new = unpack(reply)
             ended.extend(Event.from_packed(i, e) for i, e in zip(evs[0::2], evs[1::2]))
             for i, st in zip(pos, statuses):
-                results[i] = APPLIED if st == 1 else STALE if st == 0 else self._refusal(st)
-            changed.extend(zip([k.decode() for k in flat[0::2]], flat[1::2]))
+                if st == 1:
+                    results[i] = APPLIED
+                    applied.add(plan.update_roots[i])
+                else:
+                    results[i] = STALE if st == 0 else self._refusal(st)
+            created.extend(roots[j - 1] for j in new)
+            for root, records in zip(roots, flat):
+                if records:
+                    changed.extend(keyed_records(root, records, sort=plan.mode == 2))
+        index_now = self.namespaces.applied(applied, created, now)
+        if index_now:
+            for r in await self.scripts.run(self.redis, index_now):
+                if isinstance(r, ProgressError):
+                    self.namespaces.requeue(index_now)
+                    raise r
         return ApplyResult(results, changed, now, ended)
 
     def plan(self, updates: Iterable[tuple[str, Mapping]], snapshots: str = "all",
              events: bool = False) -> "Plan":
-        """Validate a batch and build its script calls, without running them."""
+        """Validate a batch and build its apply_updates.lua calls, without running them."""
         mode = _SNAPSHOT_MODES[snapshots]
         now = now_ms()
         results: list = []
+        update_roots: list = []
         trees: dict[str, list] = {}
         for i, (key, fields) in enumerate(updates):
             try:
                 root, enc = encode_update(key, fields, self.limits)
             except InvalidUpdate as e:
                 results.append(e)
+                update_roots.append(None)
                 continue
             results.append(None)
-            trees.setdefault(root, []).append((i, enc))
-        if not trees:
-            return Plan(results, now, [], [], 0)
-
-        calls, positions = self._index_calls(trees, now), []
-        n_index = len(calls)
+            update_roots.append(root)
+            piece = trees.get(root)
+            if piece is None:
+                trees[root] = [(i, enc)]
+            else:
+                piece.append((i, enc))
+        plan = Plan(results, now, mode, update_roots)
+        records = self.keys.records
+        u32 = _U32.pack
         for group in self._group(trees):
-            keys, packed, pos = [], [], []
+            keys, packed, pos, roots = [], [], [], []
             for root, piece in group:
-                entry = []
+                packed.append(u32(len(piece)))
                 for i, enc in piece:
                     pos.append(i)
-                    enc[0] = len(pos)
-                    entry.append(enc)
-                keys.append(self.keys.records(root))
-                packed.append([root, entry, mode])
-            args = (now, self.eta_window_ms, self.limits.max_fields_per_node, pack(packed), int(events),
-                    self.feed_command, self.limits.max_nodes_per_tree)
-            calls.append(("apply_updates", keys, args))
-            positions.append(pos)
-
-        return Plan(results, now, calls, positions, n_index)
+                    packed.append(u32(len(pos)))
+                    packed.append(enc)
+                keys.append(records(root))
+                roots.append(root)
+            args = (now, self.eta_window_ms, self.limits.max_fields_per_node, b"".join(packed), int(events),
+                    self.feed_command, self.limits.max_nodes_per_tree, mode)
+            plan.calls.append(("apply_updates", keys, args))
+            plan.positions.append(pos)
+            plan.roots.append(roots)
+        return plan
 
     async def ack_events(self, events: Iterable[Event]) -> None:
         """Drop published events from their trees' outboxes."""
@@ -285,14 +350,21 @@ class Engine:
                 size += len(piece)
         return groups
 
-    def _index_calls(self, roots: Iterable[str], now: int) -> list:
-        """index_trees.lua calls listing every root (and its namespaces) by recency."""
-        by_ns: dict[str, set[str]] = {}
-        for root in roots:
-            for ns, child in namespace_chain(root):
-                by_ns.setdefault(ns, set()).add(child)
-        return [("index_trees", [self.keys.ns(ns)], [now, self.feed_command, *sorted(children)])
-                for ns, children in by_ns.items()]
+    async def flush_index(self) -> None:
+        """Write the recency index of trees whose refresh is due (the service
+        calls this every second, so an idle service leaves none waiting)."""
+        calls = self.namespaces.take_due(now_ms())
+        if not calls:
+            return
+        try:
+            replies = await self.scripts.run(self.redis, calls)
+        except StorageUnavailable:
+            self.namespaces.requeue(calls)
+            raise
+        for r in replies:
+            if isinstance(r, ProgressError):
+                self.namespaces.requeue(calls)
+                raise r
 
     async def delete(self, key: str, snapshots: bool = True, not_after: int | None = None) -> DeleteResult | None:
         """Detach *key* and its subtree atomically; free its storage afterwards.
@@ -313,8 +385,9 @@ class Engine:
             await self.redis.sadd(self.keys.gc_trees, root)
         (reply,) = await self.scripts.run(
             self.redis,
-            [("delete_subtree", [self.keys.records(root)], [now, self.eta_window_ms, key, int(snapshots), self.feed_command,
-                                                           "" if not_after is None else not_after])])
+            [("delete_subtree", [self.keys.records(root)],
+              [now, self.eta_window_ms, relative_key(key, root), int(snapshots), self.feed_command,
+               "" if not_after is None else not_after])])
         if isinstance(reply, ProgressError):
             raise reply
         found, flat = unpack(reply)
@@ -324,13 +397,13 @@ class Engine:
             return None
         if key == root:
             await self.unlist_tree(root, now)
-        changed = list(zip([k.decode() for k in flat[0::2]], flat[1::2]))
-        return DeleteResult(key, changed, now)
+        return DeleteResult(key, keyed_records(root, flat, sort=True), now)
 
     async def unlist_tree(self, root: str, now: int | None = None) -> None:
         """Remove a (deleted) tree from its namespace, and namespaces left empty
         from theirs; a watched namespace's feed hears of each removal."""
         now = now or now_ms()
+        self.namespaces.forget(root)
         for ns, child in namespace_chain(root):
             base = self.keys.ns_base(ns)
             with redis_errors():

@@ -10,6 +10,7 @@
     ├── RateLimited          a token past its rate limit (429)
     ├── NotFound             no node at that key (404)
     ├── ScriptFailed         a script failed for a reason no input explains (a bug: 500)
+    ├── StoredFormatError    the Redis holds trees in a record format this version cannot read
     └── StorageUnavailable   Redis cannot be reached (503): retried by the batcher
 
 Every InvalidUpdate carries a short machine-readable ``code`` and a message
@@ -82,6 +83,11 @@ class NotFound(ProgressError):
 class StorageUnavailable(ProgressError):
     code = "storage-unavailable"
     status = 503
+
+
+class StoredFormatError(ProgressError):
+    code = "stored-format"
+    status = 500
 
 
 class ScriptFailed(ProgressError):

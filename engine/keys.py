@@ -95,6 +95,12 @@ def tree_root(key: str) -> str | None:
         start = end + 1
 
 
+def relative_key(key: str, root: str) -> str:
+    """*key* relative to its tree *root*, as the record hash names it: '' for
+    the root itself, 'a.b' for '<root>.a.b'."""
+    return "" if key == root else key[len(root) + 1:]
+
+
 def is_namespace(key: str) -> bool:
     return key == TOP or tree_root(key) is None
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from .errors import NotFound, ProgressError, StorageUnavailable
 from .errors import invalid as bad
 from .errors import redis_errors
-from .keys import TOP, check_key, is_namespace, tree_root
+from .keys import TOP, check_key, is_namespace, relative_key, tree_root
 from .records import decode
 from .scripts import pack, unpack
 
@@ -87,7 +87,7 @@ class TreeReader:
         """Depth-1 nodes of *keys* (tree nodes or namespaces) in one round trip of reads."""
         lim = self.engine.limits.default_children_limit
         trees = [k for k in keys if not is_namespace(k)]
-        replies = await self._run([(tree_root(k), ("k", k)) for k in trees], lim, "")
+        replies = await self._run([(tree_root(k), ("k", relative_key(k, tree_root(k)))) for k in trees], lim, "")
         out = [_loaded(r, k, tree_root(k), False).node for k, r in zip(trees, replies) if r is not False]
         spaces = await self._namespaces([k for k in keys if is_namespace(k)], lim, "", "first")
         return out + [x.node for x in spaces if x is not None]
@@ -99,7 +99,8 @@ class TreeReader:
             if top is None:
                 raise NotFound(f"no namespace {key!r}")
         else:
-            rec = (await self._run([(tree_root(key), ("k", key))], limit, cursor, lim.max_read_child_keys))[0]
+            root = tree_root(key)
+            rec = (await self._run([(root, ("k", relative_key(key, root)))], limit, cursor, lim.max_read_child_keys))[0]
             if rec is False:
                 raise NotFound(f"no node {key!r}")
             top = _loaded(rec, key, tree_root(key), fragments)
@@ -129,14 +130,15 @@ class TreeReader:
                 cut = len(parent.key) + 1
                 for s in range(0, len(parent.children), READ_CHUNK):
                     keys = parent.children[s:s + READ_CHUNK]
-                    requests.append((parent.root, ("c", parent.key, parent.id, *[k[cut:] for k in keys])))
+                    requests.append((parent.root, ("c", relative_key(parent.key, parent.root), parent.id,
+                                                   *[k[cut:] for k in keys])))
                     owners.append((parent, keys))
                 continue
             for child in parent.children:  # trees and namespaces under a namespace
                 if is_namespace(child):
                     namespaces.append((parent, child))
                 else:
-                    requests.append((child, ("k", child)))
+                    requests.append((child, ("k", "")))
                     owners.append((parent, [child]))
         replies = await self._run(requests, limit, "", key_budget)
         got: dict[str, _Loaded] = {}

@@ -16,8 +16,11 @@ gets its own error and never touches storage.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping
+from functools import partial
 
+import msgpack
 import orjson
 
 from .errors import invalid as bad
@@ -27,15 +30,28 @@ from .limits import MAX_WEIGHT, MIN_POSITIVE_WEIGHT, Limits
 #: Fields the server owns; clients may not set them.  ``key`` and ``ts`` are
 #: not stored as fields: ``key`` names the node, ``ts`` guards the update.
 SERVER_FIELDS = frozenset({"key", "start_time", "update_time", "end_time", "eta", "tasks"})
-_STRING_FIELDS = frozenset({"status", "msg", "name"})
 _NUMBER = (int, float)
 dumps = orjson.dumps
 
 
-def encode_update(key: str, fields: Mapping, limits: Limits) -> tuple[str, list]:
-    """Check one update; return its tree root and ``[0, key, ts|False, name, json, ...]``.
+#: One update for apply_updates.lua, after its position in the call (uint32):
+#:   key  (uint8 length)  relative to the tree root
+#:   ts, progress         doubles: ts NaN when absent; progress -1 absent, -2 null
+#:   slots                status + 3 * msg + 9 * extra: status and msg 0 absent,
+#:                        1 set, 2 null; extra 0 absent, 1 present
+#:   status (uint16 length, raw text), msg (uint32 length, JSON text),
+#:   extra (uint32 length, msgpack [name, JSON text or true (null), ...])
+_HEAD = struct.Struct("<B")
+_NUMBERS = struct.Struct("<ddBH")
+_LEN = struct.Struct("<I")
+_NAN = float("nan")
+_pack = partial(msgpack.packb, use_bin_type=False)
 
-    The leading 0 is a slot for the update's position in its script call.
+
+def encode_update(key: str, fields: Mapping, limits: Limits) -> tuple[str, bytes]:
+    """Check one update; return its tree root and its entry for apply_updates.lua
+    (see _HEAD above: everything but the position in the call).
+
     *fields* must not contain ``key`` (batch callers take it out first).
     Raises InvalidUpdate naming what is wrong.  This runs for every update
     the service ingests, so it is written for speed: one pass, no helpers.
@@ -49,47 +65,74 @@ def encode_update(key: str, fields: Mapping, limits: Limits) -> tuple[str, list]
         raise bad("bad-body", "an update must be a JSON object")
     if len(fields) > limits.max_fields_per_update + 1:
         raise bad("too-many-fields", f"an update may hold at most {limits.max_fields_per_update} fields")
-    out = [0, key, False]
-    append = out.append
+    ts, progress, status, msg = _NAN, -1.0, b"", b""
+    s_state = m_state = 0
+    extra = None
+    count = 0
     for name, value in fields.items():
-        if type(name) is not str or not name or len(name) > limits.max_field_name_chars:
-            raise bad("bad-field-name", f"field names are 1-{limits.max_field_name_chars} characters")
         if name == "progress":
-            if value is not None and (type(value) not in _NUMBER or not 0 <= value <= 1):  # NaN fails
+            if value is None:
+                progress = -2.0
+            elif type(value) not in _NUMBER or not 0 <= value <= 1:  # NaN fails
                 raise bad("bad-progress", f"progress must be a number from 0 to 1, not {value!r}")
+            else:
+                progress = value
+        elif name == "status":
+            if value is None:
+                s_state = 2
+            elif type(value) is not str:
+                raise bad("bad-type", "status must be a string")
+            elif not 0 < len(value) <= limits.max_status_chars:
+                raise bad("bad-status", f"status must be 1-{limits.max_status_chars} characters")
+            else:
+                s_state, status = 1, value.encode()
+        elif name == "msg":
+            if value is None:
+                m_state = 2
+            elif type(value) is not str:
+                raise bad("bad-type", "msg must be a string")
+            else:
+                msg = dumps(value)
+                if len(msg) > limits.max_value_bytes:
+                    raise bad("value-too-long", f"field 'msg' is longer than {limits.max_value_bytes} bytes as JSON")
+                m_state = 1
         elif name == "ts":
             if value is not None:
                 if type(value) not in _NUMBER or not math.isfinite(value) or value < 0:
                     raise bad("bad-ts", "ts must be a non-negative number of milliseconds")
-                out[2] = value
+                ts = value
             continue
-        elif name[0] == "_" or name in SERVER_FIELDS:
-            raise bad("reserved-field", f"field {name!r} is reserved: names starting with '_' and "
-                                        f"{', '.join(sorted(SERVER_FIELDS))} belong to the server")
-        elif value is None:
-            pass
-        elif name == "weight":
-            if type(value) not in _NUMBER or not (
-                value == 0 or MIN_POSITIVE_WEIGHT <= value <= MAX_WEIGHT
-            ):
-                raise bad("bad-weight", f"weight must be 0 or a number from {MIN_POSITIVE_WEIGHT} "
-                                        f"to {MAX_WEIGHT}, not {value!r}")
-        elif name in _STRING_FIELDS:
-            if type(value) is not str:
-                raise bad("bad-type", f"{name} must be a string")
-            if name == "status" and not 0 < len(value) <= limits.max_status_chars:
-                raise bad("bad-status", f"status must be 1-{limits.max_status_chars} characters")
-        append(name)
-        if value is None:
-            append(b"")
-            continue
-        try:
-            text = dumps(value)
-        except (TypeError, orjson.JSONEncodeError) as e:
-            raise bad("bad-value", f"field {name!r} is not a JSON value: {e}") from None
-        if len(text) > limits.max_value_bytes:
-            raise bad("value-too-long", f"field {name!r} is longer than {limits.max_value_bytes} bytes as JSON")
-        append(text)
-    if len(out) > 2 * limits.max_fields_per_update + 3:
+        else:
+            if type(name) is not str or not name or len(name) > limits.max_field_name_chars:
+                raise bad("bad-field-name", f"field names are 1-{limits.max_field_name_chars} characters")
+            if name[0] == "_" or name in SERVER_FIELDS:
+                raise bad("reserved-field", f"field {name!r} is reserved: names starting with '_' and "
+                                            f"{', '.join(sorted(SERVER_FIELDS))} belong to the server")
+            if extra is None:
+                extra = []
+            extra.append(name)
+            if value is None:
+                extra.append(True)
+            else:
+                if name == "weight":
+                    if type(value) not in _NUMBER or not (value == 0 or MIN_POSITIVE_WEIGHT <= value <= MAX_WEIGHT):
+                        raise bad("bad-weight", f"weight must be 0 or a number from {MIN_POSITIVE_WEIGHT} "
+                                                f"to {MAX_WEIGHT}, not {value!r}")
+                elif name == "name" and type(value) is not str:
+                    raise bad("bad-type", "name must be a string")
+                try:
+                    text = dumps(value)
+                except (TypeError, orjson.JSONEncodeError) as e:
+                    raise bad("bad-value", f"field {name!r} is not a JSON value: {e}") from None
+                if len(text) > limits.max_value_bytes:
+                    raise bad("value-too-long", f"field {name!r} is longer than {limits.max_value_bytes} bytes as JSON")
+                extra.append(text)
+        count += 1
+    if count > limits.max_fields_per_update:
         raise bad("too-many-fields", f"an update may hold at most {limits.max_fields_per_update} fields")
-    return root, out
+    rel = b"" if key == root else key[len(root) + 1:].encode()
+    packed_extra = b"" if extra is None else _pack(extra)
+    return root, b"".join((
+        _HEAD.pack(len(rel)), rel,
+        _NUMBERS.pack(ts, progress, s_state + 3 * m_state + (9 if extra is not None else 0), len(status)), status,
+        _LEN.pack(len(msg)), msg, _LEN.pack(len(packed_extra)), packed_extra))

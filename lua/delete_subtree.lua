@@ -8,10 +8,11 @@
     KEYS[1]   record hash of the tree, '<prefix>:{<root>}:t'
     ARGV[1]   now, milliseconds since the epoch
     ARGV[2]   eta time constant, milliseconds
-    ARGV[3]   key of the node to delete (the tree root or a node below it)
+    ARGV[3]   key of the node to delete, relative to the root ('' the root)
     ARGV[4]   1 to return the ancestors' new records, 0 not to
     ARGV[5]   live feed: "PUBLISH", "SPUBLISH" or "" (see apply_updates.lua); a
               watched tree's channel gets msgpack { now, { key1, record1, ... }, key }
+              (keys relative to the root)
     ARGV[6]   "" to delete unconditionally, or an update time (ms): delete only
               when the node's update_time is not later (the retention sweep:
               a tree written since it was judged old stays)
@@ -20,10 +21,11 @@
       found    1 when the node existed and was detached, 0 when there was no
                such node, 2 when it was updated after ARGV[6] (kept)
       changed  flat array key1, record1, ...: every ancestor's new record
-               (record_format.lua), ancestors first (empty when the root
+               (record.lua), keys relative to the root (empty when the root
                itself was deleted)
   Errors (before any write):
-    bad-key <key>   the key is not in this tree
+    bad-key <key>      the key is not a valid relative key
+    bad-record <key>   a stored record of another format
 ]]
 local now = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
@@ -32,37 +34,61 @@ local snapshots = ARGV[4] == '1'
 local feed = ARGV[5] or ''
 local not_after = tonumber(ARGV[6] or '')
 
---@include load_node
+--@include prelude
+--@include record
+--@include tree
 --@include rollup
+--@include children
 --@include write_tree
---@include new_tree
---@include publish_if_watched
+--@include watched
+
+bind()
 
 local root = string.match(KEYS[1], '{(.*)}:t$')
-if root == nil or not (key == root or string.sub(key, 1, #root + 1) == root .. '.') then
+if root == nil or sfind(key, '..', 1, true) or sbyte(key, 1) == 46 or sbyte(key, -1) == 46 then
   return redis.error_reply('bad-key ' .. key)
 end
 local tree = new_tree(KEYS[1], root)
-local s = load_node(tree, key, false)
-if s == nil then return cmsgpack.pack({ 0, {} }) end
+local ks = path_of(key)
+local n = #ks
+fetch_paths(tree, { ks })
+if intact(tree, ks) < n then return cmsgpack.pack({ 0, {} }) end
+local s = read_node(tree.raw[key], key)
 if not_after and s[UPD] > not_after then return cmsgpack.pack({ 2, {} }) end
 
-redis.call('HDEL', KEYS[1], key)
-if s[NC] > 0 then tree.gc[#tree.gc + 1] = string.format('%d', s[ID]) .. ' ' .. key end
-local out = {}
-local parent = s[PARENT]
-if parent then
-  redis.call('ZREM', tree.T .. 'c:' .. string.format('%d', parent[ID]), s[SEG])
+rcall('HDEL', KEYS[1], key)
+local gc = { gc_entry(tree.raw[key], key) }
+local written = {}
+if n > 1 then
+  -- The parent loses the child: its count, weight, weighted progress and
+  -- status; then every ancestor above it follows.
+  local pkey = ks[n - 1]
+  local parent = read_node(tree.raw[pkey], pkey)
+  remove_child(tree.T, parent, n == 2 and key or ssub(key, #pkey + 2))
+  local p, pp0 = s[P], parent[P]
+  if pp0 ~= pp0 then pp0 = 0 end
   parent[NC] = parent[NC] - 1
-  parent[DSW] = parent[DSW] - s[WM0]
-  add_compensated(parent, DSWP, DSWPC, -(s[WM0] * s[P0]))
-  count_status(parent, s[STATUS0], -1)
-  parent[BELOW] = 1
-  local written = write_tree(tree, rollup(tree, now, tau))
-  if snapshots then out = written end
-  publish_if_watched(feed, tree.T, cmsgpack.pack({ now, written, key }))
+  parent[SW] = parent[SW] - s[WM]
+  parent[SWP], parent[SWPC] = add_compensated(parent[SWP], parent[SWPC], -(s[WM] * (p == p and p or 0)))
+  parent[COUNTS] = recount(parent[COUNTS], s[STATUS], false)
+  if parent[SW] <= 0 then parent[SW], parent[SWP], parent[SWPC] = 0, 0, 0 end
+  parent[P] = from_sums(parent[SW], parent[SWP], parent[SWPC], parent[OWN])
+  finish_node(parent, pp0, parent[STATUS], now, tau)
+  local pp1 = parent[P]
+  if pp1 ~= pp1 then pp1 = 0 end
+  local out = {}
+  rise(tree.raw, ks, n - 1, parent[PID], parent[WM], pp0, parent[STATUS], parent[WM], pp1, parent[STATUS],
+       now, tau, out)
+  tree.raw[pkey] = pack_node(parent)
+  mark(tree, pkey, 1)
+  for j = n - 2, 1, -1 do
+    tree.raw[ks[j]] = out[j]
+    mark(tree, ks[j], 1)
+  end
+  tree.gc = gc
+  written = write_tree(tree)
 else
-  call_chunked('RPUSH', tree.T .. 'gc', tree.gc)
-  publish_if_watched(feed, tree.T, cmsgpack.pack({ now, {}, key }))
+  call_chunked('RPUSH', tree.T .. 'gc', gc)
 end
-return cmsgpack.pack({ 1, out })
+if watched(feed, tree.T) then rcall(feed, tree.T .. 'f', cmsgpack.pack({ now, written, key })) end
+return cmsgpack.pack({ 1, snapshots and written or {} })

@@ -10,6 +10,7 @@
                 { 'k', i, node_key }   the node node_key of tree i
                 { 'c', i, parent_key, parent_id, seg1, seg2, ... }
                                        children of a node read before
+              (node keys relative to the tree root, '' the root)
     ARGV[4]   most child keys this call may list in all ("" for no limit)
   Output:
     msgpack array, one entry per request:
@@ -18,11 +19,12 @@
            gone), or false when the parent no longer has that id (it was
            deleted after the caller read it: its children are garbage)
     reply = { record, id, children_total, next_cursor|false, seg1, seg2, ... }
-      record       the stored record (record_format.lua)
+      record       the stored record (record.lua)
       next_cursor  first-seen position of the last listed child when more follow
   Errors:
     bad-batch <reason>       a malformed request
     too-many-nodes <limit>   listing the children would pass ARGV[4]
+    bad-record <key>         a stored record of another format
 ]]
 local limit = tonumber(ARGV[1])
 local first_cursor = ARGV[2]
@@ -30,32 +32,28 @@ local ok, requests = pcall(cmsgpack.unpack, ARGV[3])
 local budget = tonumber(ARGV[4] or '')
 local over = false
 
---@include path_keys
---@include fetch_records
---@include load_node
---@include new_tree
+--@include prelude
+--@include record
+--@include tree
+--@include children
+
+bind()
 
 if not ok or type(requests) ~= 'table' or limit == nil or limit < 1 or limit > 10000 then
   return redis.error_reply('bad-batch malformed read request')
 end
 
--- The reply for a node of tree T: its record, and a page of its children
--- when it has nc of them.
+-- The reply for the node of tree T whose record is raw: its record, and a
+-- page of its children when it has nc of them.
 local function reply(T, raw, id, nc, cursor)
   local rep = { raw, id, nc, false }
   if nc > 0 then
-    local min = (cursor and cursor ~= '') and ('(' .. cursor) or '-inf'
-    local page = redis.call('ZRANGEBYSCORE', T .. 'c:' .. id, min, '+inf', 'WITHSCORES', 'LIMIT', 0, limit + 1)
-    local n = #page / 2
-    if n > limit then
-      n = limit
-      rep[4] = page[2 * limit]
-    end
+    local n, nxt = children_page(T, raw, id, limit, cursor, rep, 5)
+    rep[4] = nxt
     if budget then
       budget = budget - n
       if budget < 0 then over = true end
     end
-    for j = 1, n do rep[4 + j] = page[2 * j - 1] end
   end
   return rep
 end
@@ -66,30 +64,34 @@ for r, q in ipairs(requests) do
   local root = t and string.match(t, '{(.*)}:t$')
   if root == nil then return redis.error_reply('bad-batch request ' .. r .. ' names no tree') end
   local tree = new_tree(t, root)
+  if type(q[3]) ~= 'string' then return redis.error_reply('bad-batch request ' .. r .. ' names no node') end
+  local ks = path_of(q[3])
   if q[1] == 'k' then
-    local keys = {}
-    path_keys(tree, q[3], keys)
-    fetch_records(tree, keys)
-    local s = load_node(tree, q[3], false)
-    out[r] = s and reply(tree.T, tree.raw[q[3]], string.format('%d', s[ID]), s[NC],
-                         r == 1 and first_cursor) or false
+    fetch_paths(tree, { ks })
+    if intact(tree, ks) == #ks then
+      local raw = tree.raw[q[3]]
+      local id, _, nc = record_links(raw, q[3])
+      out[r] = reply(tree.T, raw, sformat('%d', id), nc, r == 1 and first_cursor)
+    else
+      out[r] = false
+    end
   elseif q[1] == 'c' then
-    local parent = load_node(tree, q[3], false)
-    if parent == nil or string.format('%d', parent[ID]) ~= q[4] then
+    fetch_paths(tree, { ks })
+    local pid = intact(tree, ks) == #ks and record_links(tree.raw[q[3]], q[3])
+    if not pid or sformat('%d', pid) ~= q[4] then
       out[r] = false
     else
       local keys = {}
-      for j = 5, #q do keys[#keys + 1] = q[3] .. '.' .. q[j] end
-      fetch_records(tree, keys)
-      local pid = parent[ID]
+      local prefix = q[3] == '' and '' or q[3] .. '.'
+      for j = 5, #q do keys[#keys + 1] = prefix .. q[j] end
+      fetch_paths(tree, { keys })
       local replies = {}
       for j, key in ipairs(keys) do
         local raw = tree.raw[key]
         replies[j] = false
         if raw then
-          -- Only the first four numbers matter here: id, parent id, n, nc.
-          local id, rpid, _, nc = struct.unpack('<dddd', raw)
-          if rpid == pid then replies[j] = reply(tree.T, raw, string.format('%d', id), nc, nil) end
+          local id, rpid, nc = record_links(raw, key)
+          if rpid == pid then replies[j] = reply(tree.T, raw, sformat('%d', id), nc, nil) end
         end
       end
       out[r] = replies

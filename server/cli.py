@@ -11,6 +11,8 @@ import tornado.httpserver
 import tornado.netutil
 import uvloop
 
+from sca_progress.engine.errors import StoredFormatError
+
 from . import demo
 from .app import make_app
 from .settings import Settings
@@ -63,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
-        uvloop.run(serve(settings, with_demo=args.demo))
+        try:
+            uvloop.run(serve(settings, with_demo=args.demo))
+        except StoredFormatError as e:
+            log.error("%s", e.message)
+            return 2
     elif args.command == "demo":
         return demo.main(args)
     return 0

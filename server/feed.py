@@ -29,9 +29,9 @@ from typing import Protocol
 
 from redis import exceptions as rex
 
-from sca_progress.engine import NotFound, ProgressError, StorageUnavailable, check_key, is_namespace, now_ms
+from sca_progress.engine import NotFound, ProgressError, StorageUnavailable, check_key, is_namespace, now_ms, tree_root
 from sca_progress.engine.keys import TOP
-from sca_progress.engine.records import decode, record_update_time
+from sca_progress.engine.records import decode, keyed_records, record_update_time
 from sca_progress.engine.scripts import unpack
 
 from .tasks import cancel_and_wait, wait_event
@@ -42,6 +42,15 @@ WATCH_TTL_MS = 30_000
 #: Most nodes a subscription may have pending before it is resynchronised
 #: with a snapshot instead (a slow client of a very busy tree).
 MAX_PENDING = 10_000
+
+
+#: How late writers may learn that a namespace is watched (engine/namespaces.py
+#: looks it up at most once a second), with a margin.
+NAMESPACE_WATCH_LAG_S = 1.5
+
+
+def _resync(sub: "Subscription") -> None:
+    sub.resync = True
 
 
 class Sink(Protocol):
@@ -132,6 +141,8 @@ class Hub:
                 try:
                     await self.redis.set(sub.base + "w", b"1", px=WATCH_TTL_MS)
                     await self._subscribe(sub.base + "f")
+                    if sub.namespace:
+                        self.engine.namespaces.watching(sub.key)
                 except (rex.RedisError, OSError, asyncio.TimeoutError) as e:
                     self.by_base[sub.base].discard(sub)
                     if not self.by_base[sub.base]:
@@ -141,6 +152,11 @@ class Hub:
             await self._snapshot(sub)
         except ProgressError:
             sub.resync = True  # the tick tries again
+        if sub.namespace:
+            # Writers in other processes learn that a namespace is watched up
+            # to a second late (engine/namespaces.py): a second snapshot
+            # covers that second.
+            asyncio.get_running_loop().call_later(NAMESPACE_WATCH_LAG_S, _resync, sub)
 
     async def remove(self, sub: Subscription) -> None:
         async with self._lock:
@@ -248,12 +264,17 @@ class Hub:
         if not subs:
             return
         _, items, removed = unpack(message["data"])
-        removed = removed.decode() if removed else None
-        namespace = subs and next(iter(subs)).namespace  # one channel: trees or a namespace
-        if namespace:
+        first = next(iter(subs))  # one channel: one tree's, or one namespace's
+        if first.namespace:
             changes = [(child.decode(), None) for child in items]
-        else:
-            changes = [(items[i].decode(), items[i + 1]) for i in range(0, len(items), 2)]
+            removed = removed.decode() if removed else None
+        else:  # the scripts name a tree's nodes relative to its root
+            root = tree_root(first.key)
+            changes = keyed_records(root, items, sort=False)
+            if removed is not None and removed is not False:
+                removed = root if removed == b"" else f"{root}.{removed.decode()}"
+            else:
+                removed = None
         for sub in subs:
             for key, record in changes:
                 if sub.namespace or sub.concerns(key):

@@ -42,6 +42,8 @@ log = logging.getLogger("sca_progress.service")
 EVENT_SWEEP_AGE_MS = 30_000
 #: How often the sweep looks (a SCAN of the keyspace: not too often).
 EVENT_SWEEP_INTERVAL_S = 120
+#: How often recency-index writes that are due are flushed when no batch takes them.
+INDEX_FLUSH_S = 1.0
 
 
 class Service:
@@ -80,8 +82,13 @@ class Service:
                                      health_check_interval=30)
         self.engine = Engine(self.redis, prefix=s.prefix, eta_window_ms=int(s.eta_window * 1000), feed=True,
                              limits=Limits(max_nodes_per_tree=s.max_nodes_per_tree))
-        await self._until_redis_answers()
+        try:
+            await self._until_redis_answers()
+        except BaseException:
+            await self.close()  # the embedded Redis, if any, must not outlive us
+            raise
         self._tasks.append(asyncio.create_task(self._collect_garbage(), name="gc"))
+        self._tasks.append(asyncio.create_task(self._flush_index(), name="index"))
         from .feed import Hub
 
         self.hub = Hub(self, tick=s.feed_tick)
@@ -242,6 +249,16 @@ class Service:
             body["amqp"].update(applied=self.batcher.applied, dead_lettered=self.batcher.dead_lettered,
                                 batches=self.batcher.batches)
         return body
+
+    async def _flush_index(self) -> None:
+        """Write the namespace recency index of trees whose refresh waits for a
+        round trip (engine/namespaces.py), so an idle service leaves none."""
+        while not self.closing:
+            await asyncio.sleep(INDEX_FLUSH_S)
+            try:
+                await self.engine.flush_index()
+            except Exception as e:  # noqa: BLE001 - the trees stay due; try again
+                log.warning("namespace index refresh failed: %s", e)
 
     async def _collect_garbage(self) -> None:
         """Free deleted subtrees: after each delete, and every gc_interval seconds."""

@@ -1,4 +1,6 @@
 """apply_updates.lua called directly: every documented error, raised before any write."""
+import struct
+
 import msgpack
 import pytest
 
@@ -6,47 +8,70 @@ from sca_progress.engine import InvalidUpdate
 from sca_progress.engine.scripts import pack, unpack
 
 
-async def call(engine, keys, packed_arg, now=1000, tau=60000, max_fields=128, events=0):
+async def call(engine, keys, packed_arg, now=1000, tau=60000, max_fields=128, events=0, mode=0, max_nodes=0):
     (reply,) = await engine.scripts.run(
-        engine.redis, [("apply_updates", keys, [now, tau, max_fields, packed_arg, events])])
+        engine.redis, [("apply_updates", keys, [now, tau, max_fields, packed_arg, events, "", max_nodes, mode])])
     return reply
 
 
+ABSENT, NULL = object(), None
+
+
+def up(seq, key, ts=ABSENT, progress=ABSENT, status=ABSENT, msg=ABSENT, extra=ABSENT, slots=None):
+    """One update as check_update.lua reads it (written here by hand, not by engine.updates)."""
+    def state(v):
+        return 0 if v is ABSENT else 2 if v is NULL else 1
+    p = -1.0 if progress is ABSENT else -2.0 if progress is NULL else progress
+    st = status.encode() if isinstance(status, str) else b""
+    m = msg if isinstance(msg, bytes) else b""
+    x = b"" if extra is ABSENT else extra if isinstance(extra, bytes) else pack(extra)
+    if slots is None:
+        slots = state(status) + 3 * state(msg) + (0 if extra is ABSENT else 9)
+    k = key.encode()
+    return (struct.pack("<IB", seq, len(k)) + k
+            + struct.pack("<ddBH", float("nan") if ts is ABSENT else ts, p, slots, len(st)) + st
+            + struct.pack("<I", len(m)) + m + struct.pack("<I", len(x)) + x)
+
+
 def batch(*trees):
-    return pack([[root, ups, 0] for root, ups in trees])
+    """The packed batch: per tree its number of updates, then the updates."""
+    return b"".join(struct.pack("<I", len(ups)) + b"".join(ups) for ups in trees)
 
 
 async def keys_of(engine, prefix):
-    return sorted([k async for k in engine.redis.scan_iter(match=f"{prefix}:*")])
+    """The prefix's keys, but its record-format marker (written by Engine.start)."""
+    return sorted([k async for k in engine.redis.scan_iter(match=f"{prefix}:*") if k != f"{prefix}:format".encode()])
 
 
 @pytest.mark.parametrize("arg, code", [
-    (b"\xc1not msgpack", "bad-batch"),
-    (pack([["_t.j", [], 0], ["_t.k", [], 0]]), "bad-batch"),  # two trees, one key
-    (pack([["_t.other", [], 0]]), "bad-batch"),  # the tree does not match its key
-    (pack([["_t.j", [], "0"]]), "bad-batch"),  # snapshot mode not a number
-    (batch(("_t.j", ["not a table"])), "bad-batch"),
-    (batch(("_t.j", [[1, "_t.j.a", False, "msg"]])), "bad-batch"),  # odd field list
-    (batch(("_t.j", [[1, "_t.j.a", "ts", "msg", '"x"']])), "bad-batch"),  # ts not a number
-    (batch(("_t.j", [[1, "_t.j.a", False, 5, '"x"']])), "bad-batch"),  # name not a string
-    (batch(("_t.j", [[1, "_t.k.a", False]])), "bad-key"),  # not in the tree
-    (batch(("_t.j", [[1, "_t.jj", False]])), "bad-key"),  # prefix look-alike
-    (batch(("_t.j", [[1, "_t.j..a", False]])), "bad-key"),
-    (batch(("_t.j", [[1, "_t.j.a.", False]])), "bad-key"),
-    (batch(("_t.j", [[1, "_t.j.a", False, "progress", "1.5"]])), "bad-progress"),
-    (batch(("_t.j", [[1, "_t.j.a", False, "progress", "-0.1"]])), "bad-progress"),
-    (batch(("_t.j", [[1, "_t.j.a", False, "progress", "nan"]])), "bad-progress"),
-    (batch(("_t.j", [[1, "_t.j.a", False, "progress", "abc"]])), "bad-progress"),
-    (batch(("_t.j", [[1, "_t.j.a", False, "weight", "-1"]])), "bad-weight"),
-    (batch(("_t.j", [[1, "_t.j.a", False, "weight", "0.0001"]])), "bad-weight"),
-    (batch(("_t.j", [[1, "_t.j.a", False, "weight", "2e6"]])), "bad-weight"),
-    (batch(("_t.j", [[1, "_t.j.a", False, "weight", "inf"]])), "bad-weight"),
-    (batch(("_t.j", [[1, "_t.j.a", False, "status", "5"]])), "bad-status"),
-    (batch(("_t.j", [[1, "_t.j.a", False, "status", '""']])), "bad-status"),
-    (batch(("_t.j", [[1, "_t.j.a", False, "_x", "1"]])), "reserved-field"),
-    (batch(("_t.j", [[1, "_t.j.a", False, "start_time", "1"]])), "reserved-field"),
-    (batch(("_t.j", [[1, "_t.j.a", False, "ts", "1"]])), "reserved-field"),
-    (batch(("_t.j", [[1, "_t.j.a", False, "key", '"x"']])), "reserved-field"),
+    (b"\x01\x00", "bad-batch"),  # truncated count
+    (batch([up(1, "a")]) + b"x", "bad-batch"),  # more than KEYS
+    (batch([up(1, "a")])[:-3], "bad-batch"),  # truncated update
+    (batch([up(1, "a", slots=18)]), "bad-batch"),  # no such slot states
+    (batch([up(1, "a", extra=b"\xc1")]), "bad-batch"),  # extra not msgpack
+    (batch([up(1, "a", extra=["msg"])]), "bad-batch"),  # odd field list
+    (batch([up(1, "a", extra=[5, b'"x"'])]), "bad-batch"),  # name not a string
+    (batch([up(1, "a", extra=["x", 5])]), "bad-batch"),  # value not JSON text
+    (batch([up(1, "a..b")]), "bad-key"),
+    (batch([up(1, "a.")]), "bad-key"),
+    (batch([up(1, ".a")]), "bad-key"),
+    (batch([up(1, "a", progress=1.5)]), "bad-progress"),
+    (batch([up(1, "a", progress=-0.1)]), "bad-progress"),
+    (batch([up(1, "a", progress=float("nan"))]), "bad-progress"),
+    (batch([up(1, "a", extra=["weight", b"-1"])]), "bad-weight"),
+    (batch([up(1, "a", extra=["weight", b"0.0001"])]), "bad-weight"),
+    (batch([up(1, "a", extra=["weight", b"2e6"])]), "bad-weight"),
+    (batch([up(1, "a", extra=["weight", b"inf"])]), "bad-weight"),
+    (batch([up(1, "a", extra=["weight", b'"1"'])]), "bad-weight"),
+    (batch([up(1, "a", status="")]), "bad-status"),
+    (batch([up(1, "a", msg=b"not json")]), "bad-value"),
+    (batch([up(1, "a", msg=b"")]), "bad-value"),
+    (batch([up(1, "a", extra=["_x", b"1"])]), "reserved-field"),
+    (batch([up(1, "a", extra=["start_time", b"1"])]), "reserved-field"),
+    (batch([up(1, "a", extra=["ts", b"1"])]), "reserved-field"),
+    (batch([up(1, "a", extra=["key", b'"x"'])]), "reserved-field"),
+    (batch([up(1, "a", extra=["progress", b"0.5"])]), "reserved-field"),  # it has its own slot
+    (batch([up(1, "a", extra=["status", b'"x"'])]), "reserved-field"),
 ])
 async def test_documented_errors(engine, prefix, arg, code):
     reply = await call(engine, [engine.keys.records("_t.j")], arg)
@@ -55,38 +80,58 @@ async def test_documented_errors(engine, prefix, arg, code):
 
 
 async def test_validates_every_tree_before_the_first_write(engine, prefix):
-    good = [[1, "_t.j.a", False, "progress", "0.5"]]
-    bad = [[2, "_t.k.a", False, "progress", "5"]]
     keys = [engine.keys.records("_t.j"), engine.keys.records("_t.k")]
-    reply = await call(engine, keys, batch(("_t.j", good), ("_t.k", bad)))
+    reply = await call(engine, keys, batch([up(1, "a", progress=0.5)], [up(2, "a", progress=5)]))
     assert reply.code == "bad-progress"
     assert await keys_of(engine, prefix) == []
 
 
+async def test_a_record_of_another_format_is_refused(engine, redis_client):
+    """Format 1 records (18 doubles first) are not misread: the call fails, naming the node."""
+    key = engine.keys.records("_t.j")
+    await redis_client.hset(key, "", b"\x00" * 150)
+    reply = await call(engine, [key], batch([up(1, "a", progress=0.5)]))
+    assert reply.code == "script-failed" and "bad-record" in reply.message
+    assert await redis_client.hkeys(key) == [b""]
+
+
 async def test_statuses_and_records(engine):
     keys = [engine.keys.records("_t.j")]
-    ups = [[1, "_t.j.a", 10, "progress", "0.5", "f1", "1"],
-           [2, "_t.j.a", 5, "progress", "0.1"],  # older ts: stale
-           [3, "_t.j.b", False, "f1", "1", "f2", "2"]]  # too many fields with max 1
-    statuses, changed, events = unpack(await call(engine, keys, pack([["_t.j", ups, 2]]), max_fields=1))
-    assert statuses == [1, 0, 2]
-    assert [k for k in changed[0::2]] == [b"_t.j", b"_t.j.a"]  # the refused update created nothing
-    assert not await engine.redis.hexists(keys[0], "_t.j.b")
+    ups = [up(1, "a", ts=10, progress=0.5, extra=["f1", b"1"]),
+           up(2, "a", ts=5, progress=0.1),  # older ts: stale
+           up(3, "b", extra=["f1", b"1", "f2", b"2"])]  # too many fields with max 1
+    statuses, changed, events, created = unpack(await call(engine, keys, batch(ups), max_fields=1, mode=2))
+    assert statuses == [1, 0, 2] and created == [1] and events == []
+    assert sorted(changed[0][0::2]) == [b"", b"a"]  # the refused update created nothing
+    assert not await engine.redis.hexists(keys[0], "b")
     assert (await engine.read("_t.j"))["_children_total"] == 1
+
+
+async def test_a_full_tree_refuses_new_nodes_and_keeps_updating_old_ones(engine, redis_client):
+    keys = [engine.keys.records("_t.j")]
+    statuses, *_ = unpack(await call(engine, keys, batch([up(1, "a.b", progress=0.5)]), max_nodes=3))
+    assert statuses == [1]
+    before = await redis_client.hgetall(keys[0])
+    statuses, changed, _, created = unpack(await call(
+        engine, keys, batch([up(1, "a.c", progress=1), up(2, "x", progress=1)]), max_nodes=3, mode=2))
+    assert statuses == [3, 3] and changed == [[]] and created == []
+    assert await redis_client.hgetall(keys[0]) == before  # nothing changed
+    statuses, *_ = unpack(await call(engine, keys, batch([up(1, "a.b", progress=1)]), max_nodes=3))
+    assert statuses == [1]
 
 
 async def test_returns_only_what_the_mode_asks(engine):
     keys = [engine.keys.records("_t.j")]
-    ups = [[1, "_t.j.a.b", False, "progress", "0.5"]]
-    for mode, want in ((0, []), (1, [b"_t.j.a.b"]), (2, [b"_t.j", b"_t.j.a", b"_t.j.a.b"])):
-        _, changed, _ = msgpack.unpackb(await call(engine, keys, pack([["_t.j", ups, mode]])), raw=True)
-        assert changed[0::2] == want
+    ups = [up(1, "a.b", progress=0.5)]
+    for mode, want in ((0, []), (1, [b"a.b"]), (2, [b"", b"a", b"a.b"])):
+        _, changed, _, _ = msgpack.unpackb(await call(engine, keys, batch(ups), mode=mode), raw=True)
+        assert sorted(changed[0][0::2]) == want
 
 
 async def test_events_go_to_the_outbox_when_asked(engine):
     keys = [engine.keys.records("_t.j")]
-    ups = [[1, "_t.j.a", False, "status", '"finished"']]
-    _, _, events = unpack(await call(engine, keys, pack([["_t.j", ups, 0]]), now=5000, events=1))
+    ups = [up(1, "a", status="finished")]
+    _, _, events, _ = unpack(await call(engine, keys, batch(ups), now=5000, events=1))
     assert events[0] == b"_t.j.a@5000" and msgpack.unpackb(events[1]) == ["_t.j.a", "finished", 5000, 5000]
     assert await engine.redis.hgetall(engine.keys.tree("_t.j") + "out") == {events[0]: events[1]}
 

@@ -292,6 +292,15 @@ async def test_namespaces_list_their_trees(engine):
     assert nested["tasks"][0]["key"] == "_sca._sub" and nested["tasks"][0]["tasks"][0]["key"] == "_sca._sub.x"
     await asyncio.sleep(0.005)
     await post(engine, "_portal.job3.b", progress=1)
+    # A tree's recency is written at most once per refresh interval, riding
+    # along with a later round trip: within the interval it stays put...
+    recent = await engine.read("_portal", order="recent")
+    assert recent["_children"] == ["_portal.job2", "_portal.job1", "_portal.job3"]
+    # ...and once the interval has passed, the next write (or flush) moves it.
+    engine.namespaces.refresh_ms = 0
+    await post(engine, "_portal.job3.b", progress=1)
+    assert not (await engine.read("_portal", order="recent"))["_children"][0] == "_portal.job3"
+    await engine.flush_index()
     recent = await engine.read("_portal", order="recent")
     assert recent["_children"] == ["_portal.job3", "_portal.job2", "_portal.job1"]
     seen, cursor = [], None
@@ -336,7 +345,8 @@ async def test_delete_tree_root_unlists_it(engine, redis_client, prefix):
     assert (await engine.read(""))["_children_total"] == 0
     await engine.collect_garbage()
     left = [k async for k in redis_client.scan_iter(match=f"{prefix}:*")]
-    assert all(b":{*}:" in k or b":{_portal}:" in k for k in left), left  # only namespace counters
+    # only namespace counters, and the prefix's record-format marker
+    assert all(b":{*}:" in k or b":{_portal}:" in k or k == f"{prefix}:format".encode() for k in left), left
     with pytest.raises(InvalidUpdate):
         await engine.delete("_portal")
 
@@ -404,3 +414,16 @@ async def test_completion_events_once_per_entry_and_outbox(engine):
     assert await engine.pending_events(min_age_ms=60_000) == []
     res = await engine.apply([("_t.j.c", {"status": "finished"})])  # events off: nothing recorded
     assert res.events == [] and len(await engine.pending_events(min_age_ms=0)) == 1
+
+
+async def test_a_prefix_with_trees_of_an_older_format_is_refused(redis_client, prefix):
+    """Trees written before the record format had a version (format 1) are not
+    misread: the engine refuses to start on that prefix, saying what to do."""
+    from sca_progress.engine.errors import StoredFormatError
+
+    await redis_client.hset(f"{prefix}:{{_t.j}}:t", "_t.j", b"\x00" * 152)  # a format 1 record
+    with pytest.raises(StoredFormatError, match="record format 1"):
+        await Engine(redis_client, prefix=prefix).start()
+    await redis_client.delete(f"{prefix}:{{_t.j}}:t")
+    await Engine(redis_client, prefix=prefix).start()  # an empty prefix is marked as format 2
+    assert await redis_client.get(f"{prefix}:format") == b"2"

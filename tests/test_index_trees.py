@@ -2,7 +2,7 @@
 
 
 async def call(engine, ns, now, *children):
-    (reply,) = await engine.scripts.run(engine.redis, [("index_trees", [engine.keys.ns(ns)], [now, "", *children])])
+    (reply,) = await engine.scripts.run(engine.redis, [("index_trees", [engine.keys.ns(ns)], [now, *children])])
     return reply
 
 

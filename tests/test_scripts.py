@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from sca_progress.engine.scripts import SCRIPT_NAMES, Scripts, render
+from sca_progress.engine.scripts import SCRIPT_NAMES, Scripts, library, render
 
 
 def fake(files):
@@ -47,9 +47,35 @@ def test_every_script_renders_with_all_includes_resolved():
         assert len(defined) == len(set(defined)), name
 
 
+def test_the_library_holds_each_include_once_and_every_script():
+    files = {
+        "one.lua": "local a = 1\n--@include x\nreturn x()\n",
+        "two.lua": "--@include y\nreturn y()\n",
+        "include/x.lua": "local function x() return 1 end\n",
+        "include/y.lua": "--@include x\nlocal function y() return x() end\n",
+    }
+    name, src = library(("one", "two"), fake(files))
+    assert src.startswith(f"#!lua name={name}\n") and src.count("local function x()") == 1
+    assert src.index("local function x()") < src.index("local function y()") < src.index("register_function")
+    assert f"function_name = '{name}_one'" in src and f"function_name = '{name}_two'" in src
+    assert library(("one", "two"), fake(files))[0] == name  # named after its source
+    files["include/x.lua"] = "local function x() return 2 end\n"
+    assert library(("one", "two"), fake(files))[0] != name
+
+
+async def test_the_shipped_library_loads(redis_client):
+    info = await redis_client.info("server")
+    if int(str(info["redis_version"]).split(".")[0]) < 7:
+        pytest.skip("Redis before 7 has no functions: the scripts run by SHA")
+    name, src = library()
+    assert (await redis_client.execute_command("FUNCTION", "LOAD", "REPLACE", src)).decode() == name
+
+
 async def test_scripts_reload_after_script_flush(engine, redis_client):
     await engine.apply([("_t.j.a", {"progress": 0.5})])
     await redis_client.script_flush()
+    if engine.scripts.functions:
+        await redis_client.execute_command("FUNCTION", "DELETE", engine.scripts.library_name)
     result = await engine.apply([("_t.j.b", {"progress": 1})])
     assert result.results == ["applied"]
     assert (await engine.read("_t.j"))["progress"] == 0.75

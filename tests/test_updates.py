@@ -1,6 +1,8 @@
 """Validation of one update, before anything reaches Redis."""
 import math
+import struct
 
+import msgpack
 import pytest
 
 from sca_progress.engine import InvalidUpdate, Limits
@@ -15,17 +17,40 @@ def code(key, fields):
     return e.value.code
 
 
-def test_encodes_fields_as_json_text():
-    root, enc = encode_update("_p.j.a", {"progress": 0.5, "msg": "hi", "extra": [1, {"x": None}], "ts": 7}, L)
-    assert root == "_p.j"
-    assert enc[:3] == [0, "_p.j.a", 7]
-    pairs = dict(zip(enc[3::2], enc[4::2]))
-    assert pairs == {"progress": b"0.5", "msg": b'"hi"', "extra": b'[1,{"x":null}]'}
+def entry(key, fields):
+    """encode_update's entry, read back as check_update.lua reads it."""
+    root, enc = encode_update(key, fields, L)
+    (klen,) = struct.unpack_from("<B", enc)
+    pos = 1 + klen
+    ts, progress, slots, slen = struct.unpack_from("<ddBH", enc, pos)
+    pos += 19
+    status = enc[pos:pos + slen]
+    pos += slen
+    (mlen,) = struct.unpack_from("<I", enc, pos)
+    msg = enc[pos + 4:pos + 4 + mlen]
+    pos += 4 + mlen
+    (xlen,) = struct.unpack_from("<I", enc, pos)
+    extra = msgpack.unpackb(enc[pos + 4:pos + 4 + xlen], raw=True) if xlen else None
+    assert pos + 4 + xlen == len(enc)
+    return root, enc[1:1 + klen], ts, progress, slots, status, msg, extra
+
+
+def test_encodes_the_script_entry():
+    root, key, ts, progress, slots, status, msg, extra = entry(
+        "_p.j.a.b", {"progress": 0.5, "msg": "hi", "status": "running", "extra": [1, {"x": None}], "weight": 10,
+                     "ts": 7})
+    # the key relative to the root; status as text, msg and the rest as JSON text
+    assert (root, key, ts, progress) == ("_p.j", b"a.b", 7, 0.5)
+    assert slots == 1 + 3 * 1 + 9 and status == b"running" and msg == b'"hi"'
+    assert extra == [b"extra", b'[1,{"x":null}]', b"weight", b"10"]
+    root, key, ts, progress, slots, status, msg, extra = entry("_p.j", {})
+    assert key == b"" and math.isnan(ts) and progress == -1 and slots == 0 and extra is None
 
 
 def test_null_removes():
-    _, enc = encode_update("_p.j.a", {"msg": None, "progress": None}, L)
-    assert dict(zip(enc[3::2], enc[4::2])) == {"msg": b"", "progress": b""}
+    _, _, _, progress, slots, _, _, extra = entry("_p.j.a", {"msg": None, "progress": None, "status": None,
+                                                             "name": None})
+    assert progress == -2 and slots == 2 + 3 * 2 + 9 and extra == [b"name", True]
 
 
 @pytest.mark.parametrize("fields, expected", [

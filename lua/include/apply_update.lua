@@ -1,48 +1,112 @@
---@include slots
---@include unpacked
+--@include prelude
+--@include record
+--@include tree
+--@include rollup
 --@include weight_units
---@include status_of
--- Apply one validated update to a loaded node state, in memory only.
---   u = { seq, key, ts|false, name1, json1, name2, json2, ... }; json "" removes.
--- progress sets the node's own and shown progress; every other field goes to
--- its client fields (weight and status also to their record slots).
+-- Apply one validated update (check_update.lua) to its tree and roll it up
+-- to the root, in this call's copy of the records (tree.raw).
+--   u = { seq, key, ts|false, progress, status, msg, extra|false, path }
+--       progress, status, msg: false absent, true removes, else the value
+--       (progress a number, status raw text, msg JSON text)
+--       extra: { name1, json1, name2, json2, ... }, json true removes
+--       path: path_of(key), set by the caller
 -- Returns 1 applied, 0 ignored as stale (u's ts older than the node's last
--- applied ts; an equal ts applies), or 2 refused because the node would hold
--- more than max_fields client fields.
-local function apply_update(s, u, max_fields)
-  local ts = u[3]
-  if ts and ts < s[TS] then return 0 end -- false while the node has no ts (NaN)
-  local n = #u
-  local fields
-  if n > 5 or u[4] ~= 'progress' then
-    fields = unpacked(s, FIELDS)
-    local grow = 0
-    for j = 4, n, 2 do
-      local name = u[j]
-      if name ~= 'progress' and u[j + 1] ~= '' and fields[name] == nil then grow = grow + 1 end
-    end
-    if grow > 0 then
-      local have = 0
-      for _ in pairs(fields) do have = have + 1 end
-      if have + grow > max_fields then return 2 end
+-- applied ts; an equal ts applies), 2 refused (the node would hold more
+-- than max_fields client fields), 3 refused (the tree would hold more than
+-- max_nodes nodes; 0 is no cap).  A node whose status entered a terminal
+-- one is added to ended.
+
+-- The client-field map of state s, unpacked on first use.
+local function fields_of(s)
+  local f = s[FIELDS]
+  if type(f) == 'string' then
+    f = f ~= '' and cmsgpack.unpack(f) or {}
+    s[FIELDS] = f
+  end
+  return f
+end
+
+-- Would u take s (nil: a node not created yet) past max_fields client fields?
+local function too_many_fields(s, u, max_fields)
+  local status, msg, extra = u[5], u[6], u[7]
+  local grow = 0
+  if type(status) == 'string' and (s == nil or s[STATUS] == '') then grow = grow + 1 end
+  if type(msg) == 'string' and (s == nil or s[MSG] == '') then grow = grow + 1 end
+  local fields = s and extra and fields_of(s) or nil
+  if extra then
+    for j = 1, #extra, 2 do
+      if extra[j + 1] ~= true and (fields == nil or fields[extra[j]] == nil) then grow = grow + 1 end
     end
   end
-  for j = 4, n, 2 do
-    local name, v = u[j], u[j + 1]
-    if name == 'progress' then
-      if v == '' then s[OWN] = 0 / 0 else s[OWN] = tonumber(v) end
-      s[P] = s[OWN]
-      s[POSTED] = u[1]
-    else
-      if v == '' then fields[name] = nil else fields[name] = v end
-      if name == 'weight' then
-        s[WM] = v == '' and 1000 or weight_units(v)
-      elseif name == 'status' then
-        s[STATUS] = v == '' and '' or status_of(v)
+  if grow == 0 or s == nil then return grow > max_fields end
+  local have = 0
+  for _ in pairs(fields or fields_of(s)) do have = have + 1 end
+  if s[STATUS] ~= '' then have = have + 1 end
+  if s[MSG] ~= '' then have = have + 1 end
+  return have + grow > max_fields
+end
+
+local function apply_update(tree, u, max_fields, max_nodes, now, tau, ended)
+  local ks = u[8]
+  local n = #ks
+  local key, ts = ks[n], u[3]
+  local raw = tree.raw
+  local rec = raw[key]
+  local s = rec and read_node(rec, key) or nil
+  for attempt = 1, 2 do
+    if s then
+      if (ts and ts < s[TS]) or ((u[5] or u[6] or u[7]) and too_many_fields(s, u, max_fields)) then
+        -- Refused: unless the node is only a leftover of a deleted subtree.
+        if intact(tree, ks) == n then return (ts and ts < s[TS]) and 0 or 2 end
+        s = nil
       end
     end
+    if s == nil then
+      local m = intact(tree, ks) + 1
+      if too_many_fields(nil, u, max_fields) then return 2 end
+      if max_nodes > 0 then
+        if tree.room == nil then tree.room = max_nodes - rcall('HLEN', tree.T .. 't') end
+        if n - m + 1 > tree.room then return 3 end
+        tree.room = tree.room - (n - m + 1)
+      end
+      s = create_path(tree, ks, m, now)
+    end
+
+    local p0, st0 = s[P], s[STATUS]
+    if p0 ~= p0 then p0 = 0 end
+    local ow = s[WM]
+    local progress, status, msg, extra = u[4], u[5], u[6], u[7]
+    if progress then
+      if progress == true then progress = 0 / 0 end
+      s[P] = progress
+      if s[KIND] == PARENT then s[OWN] = progress end
+    end
+    if status then s[STATUS] = status == true and '' or status end
+    if msg then s[MSG] = msg == true and '' or msg end
+    if extra then
+      local fields = fields_of(s)
+      for j = 1, #extra, 2 do
+        local name, v = extra[j], extra[j + 1]
+        if v == true then fields[name] = nil else fields[name] = v end
+        if name == 'weight' then s[WM] = v == true and 1000 or weight_units(v) end
+      end
+    end
+    if ts then s[TS] = ts end
+    local entered = finish_node(s, p0, st0, now, tau)
+    local p1 = s[P]
+    if p1 ~= p1 then p1 = 0 end
+    local out = {}
+    if rise(raw, ks, n, s[PID], ow, p0, st0, s[WM], p1, s[STATUS], now, tau, out) then
+      raw[key] = pack_node(s)
+      mark(tree, key, 2)
+      for j = 1, n - 1 do
+        raw[ks[j]] = out[j]
+        mark(tree, ks[j], 1)
+      end
+      if entered then ended[#ended + 1] = { tree, key, s } end
+      return 1
+    end
+    s = nil -- the path is not intact: the node is a leftover; create it anew
   end
-  if ts then s[TS] = ts end
-  s[APPLIED] = u[1]
-  return 1
+  error('apply_update: path of ' .. key .. ' still broken after creating it')
 end

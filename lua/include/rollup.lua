@@ -1,123 +1,134 @@
---@include slots
---@include count_status
---@include add_compensated
--- Roll this call's changes up the tree, deepest nodes first, so every node is
--- computed and written once per call however many of its descendants changed.
+--@include prelude
+--@include record
+--@include counts
+-- The roll-up math.  Updates are applied one by one, in batch order, and each
+-- one walks its node's path to the root (O(depth); siblings are never read):
 --
--- A node takes part when it had an update applied (APPLIED) or had a
--- descendant change (BELOW; a delete sets it on the detached node's parent).
--- For each such node, in this order:
---   sums      sw (Σ child weight units, an exact integer) and swp (Σ child
---             weight units × child progress) move by the deltas its children
---             left in DSW and DSWP: siblings are never read.  swp and its
---             deltas are compensated sums (add_compensated.lua): swp + swpc
---             is the exact sum of what the children hold now.
---   progress  when a descendant changed after the node's own last progress
---             post in this call (BELOW > POSTED): swp / sw if sw > 0, else
---             the node's own value (own: the progress last posted to it
---             directly, none if never).  Otherwise the posted value stands.
---             Values within 1e-10 of 0 or 1 snap to them, so float drift
---             never leaves a finished parent at 99.99999999 %.
---   times     start_time when new; update_time = now; end_time set when the
---             status changes to finished, failed or canceled (the node is then
---             listed in tree.ended), cleared when it changes to anything else.
---   eta       r, an exponentially weighted rate of progress per ms over a
---             time constant tau, sampled whenever the node changes (so a
---             stall lowers it).  A sample spanning dt ms weighs
---             max(1 - exp(-dt/tau), dt/age): while the node is younger than
---             tau that is the plain average rate since its start.  With two
---             samples, r > 0 and 0 < p < 1: eta = now + (1 - p) / r;
---             otherwise none.  Samples within the same ms are merged.
--- Then it leaves its own deltas in its parent: weight units, weighted
--- progress and the status count (children without a status count as 'none').
--- Returns the changed states, ancestors first.
+--   sums      a parent's sw (Σ child weight units, an exact integer) and swp
+--             (Σ child weight units × child progress, a compensated sum:
+--             swp + swpc is exact) move by what the changed child held
+--             before and holds now.  A child without progress counts as 0.
+--   progress  a parent below which something changed takes swp / sw when
+--             sw > 0, else its own value (own: the progress last posted to
+--             it, none if never).  Progress posted to a parent stands until
+--             the next change below it.  Values within 1e-10 of 0 or 1 snap
+--             to them, so float drift never leaves a finished parent at
+--             99.99999999 %.
+--   counts    a parent counts its children by status ('none' for none).
+--   times     update_time = now on the node and every ancestor; start_time
+--             when created; end_time set when the status changes to
+--             finished, failed or canceled, cleared when it changes to
+--             anything else; began when the node first runs (status running
+--             or terminal, or progress above 0).
+--   rate      er, an exponentially weighted rate of progress per ms over a
+--             time constant tau.  Its last sample is the node's (p, upd); a
+--             change dt ms later samples inst = Δp / dt with weight
+--             a = max(1 - exp(-dt/tau), dt/age): while the node is younger
+--             than tau, that is the plain average rate since its start.
+--             Changes within one ms count as dt = 1 ms: for small dt the
+--             average moves by about Δp/tau (or Δp/age) whatever dt is, so
+--             no progress is lost from it.  A node created in this ms has
+--             one sample, no rate.  The eta is derived from it when read.
+
+local SNAP = 1e-10
 local TERMINAL = { finished = true, failed = true, canceled = true }
-local function rollup(tree, now, tau)
-  local SNAP = 1e-10
-  local MAX_ETA_MS = 3.2e11 -- about ten years; a slower rate gives no eta
-  local NONE = 0 / 0
-  local changed = {}
-  for depth = tree.deepest, 0, -1 do
-    local level = tree.levels[depth]
-    for i = 1, level and #level or 0 do
-      local s = level[i]
-      if s[APPLIED] == 0 and s[BELOW] == 0 then
-        -- Nothing applied at or below it: a node created for an update that
-        -- was then refused is not created after all.
-        if s[NEW] and s[PARENT] then s[PARENT][NC] = s[PARENT][NC] - 1 end
-      else
-        if s[DSW] ~= 0 or s[DSWP] ~= 0 or s[DSWPC] ~= 0 then
-          s[SW] = s[SW] + s[DSW]
-          add_compensated(s, SWP, SWPC, s[DSWP])
-          add_compensated(s, SWP, SWPC, s[DSWPC])
-          if s[SW] <= 0 then s[SW], s[SWP], s[SWPC] = 0, 0, 0 end
-        end
-        if s[BELOW] > s[POSTED] then
-          if s[SW] > 0 then
-            local q = (s[SWP] + s[SWPC]) / s[SW]
-            if q < SNAP then q = 0 elseif q > 1 - SNAP then q = 1 end
-            s[P] = q
-          else
-            s[P] = s[OWN]
-          end
-        end
-        local p = s[P]
-        if p ~= p then p = 0 end
 
-        if s[NEW] then s[START] = now end
-        s[UPD] = now
-        local status = s[STATUS]
-        if status ~= s[STATUS0] then
-          if TERMINAL[status] then
-            s[FIN] = now
-            tree.ended[#tree.ended + 1] = s
-          else
-            s[FIN] = NONE
-          end
-        end
+-- sum + comp += x (Neumaier): comp carries the rounding error of every
+-- addition, so a sum that a child of weight 1e6 entered and left again
+-- returns to its exact value instead of keeping that child's rounding error.
+-- (rise inlines the same lines: it runs for every ancestor of every update.)
+local function add_compensated(sum, comp, x)
+  local t = sum + x
+  if (sum < 0 and -sum or sum) >= (x < 0 and -x or x) then comp = comp + ((sum - t) + x)
+  else comp = comp + ((x - t) + sum) end
+  return t, comp
+end
 
-        local eT = s[ET]
-        if eT ~= eT then
-          s[EP], s[ET] = p, now
-        elseif now > eT then
-          local dt = now - eT
-          local inst = (p - s[EP]) / dt
-          local a = 1 - math.exp(-dt / tau)
-          local age = now - s[START]
-          if dt / age > a then a = dt / age end
-          local r = s[ER]
-          if r == r then s[ER] = r + a * (inst - r) else s[ER] = inst end
-          s[EP], s[ET] = p, now
-        end
-        local r = s[ER]
-        if r > 0 and p > 0 and p < 1 and (1 - p) / r < MAX_ETA_MS then -- NaN r fails r > 0
-          s[ETA] = math.floor(now + (1 - p) / r + 0.5)
-        else
-          s[ETA] = NONE
-        end
+-- A parent's progress from its sums, or own when its children weigh nothing.
+local function from_sums(sw, swp, swpc, own)
+  if sw <= 0 then return own end
+  local q = (swp + swpc) / sw
+  if q < SNAP then return 0 elseif q > 1 - SNAP then return 1 end
+  return q
+end
 
-        local parent = s[PARENT]
-        if parent then
-          local wm = s[WM]
-          parent[DSW] = parent[DSW] + (wm - s[WM0])
-          add_compensated(parent, DSWP, DSWPC, wm * p)
-          add_compensated(parent, DSWP, DSWPC, -(s[WM0] * s[P0]))
-          if s[NEW] then
-            count_status(parent, status, 1)
-          elseif status ~= s[STATUS0] then
-            count_status(parent, s[STATUS0], -1)
-            count_status(parent, status, 1)
-          end
-          local b = s[APPLIED] > s[BELOW] and s[APPLIED] or s[BELOW]
-          if b > parent[BELOW] then parent[BELOW] = b end
-        end
-        changed[#changed + 1] = s
-      end
+-- The rate after the progress went from p0 (at upd) to p (at now).
+local function next_rate(er, p, p0, start, upd, now, tau)
+  if start >= now then return er end -- created in this ms: its first sample
+  local dt = now - upd
+  if dt < 1 then dt = 1 end
+  local x = dt / tau
+  local a = x < 1e-3 and x - x * x / 2 or 1 - mexp(-x) -- 1 - exp(-x), to 1e-10 below 1e-3
+  local age = now - start
+  if dt / age > a then a = dt / age end
+  if a > 1 then a = 1 end
+  local inst = (p - p0) / dt
+  if er == er then return er + a * (inst - er) end
+  return inst
+end
+
+-- Roll the change of the node at ks[i] (whose parent's id is cpid) up the
+-- path ks[1..i-1] (ks[1] is the root): its weight units, progress (NaN as 0)
+-- and status went from (ow, op, ost) to (nw, np, nst).  The ancestors'
+-- new records go to out[1..i-1]; nothing is stored here.  Returns false when
+-- the path is not intact (an ancestor missing, or not the parent whose id
+-- the child names: a leftover of a deleted subtree).
+local function rise(raw, ks, i, cpid, ow, op, ost, nw, np, nst, now, tau, out)
+  for j = i - 1, 1, -1 do
+    local rec = raw[ks[j]]
+    if not rec or sbyte(rec, 1) ~= PARENT then return false end
+    local s
+    if nst ~= ost then -- the child's status moved: this parent's counts change too
+      s = read_node(rec, ks[j])
+      s[COUNTS] = recount(s[COUNTS], ost, nst)
     end
+    local _, id, pid, wm, start, p, upd, er, began, own, sw, swp, swpc, pos = sunpack(PARENT_HOT, rec)
+    if id ~= cpid then return false end
+    if nw ~= ow then sw = sw + (nw - ow) end
+    if nw ~= ow or np ~= op then
+      local x = nw * np
+      local t = swp + x
+      if (swp < 0 and -swp or swp) >= (x < 0 and -x or x) then swpc = swpc + ((swp - t) + x)
+      else swpc = swpc + ((x - t) + swp) end
+      x, swp = -(ow * op), t
+      t = swp + x
+      if (swp < 0 and -swp or swp) >= (x < 0 and -x or x) then swpc = swpc + ((swp - t) + x)
+      else swpc = swpc + ((x - t) + swp) end
+      swp = t
+    end
+    if sw <= 0 then sw, swp, swpc = 0, 0, 0 end
+    local p0 = p == p and p or 0
+    p = from_sums(sw, swp, swpc, own)
+    local p1 = p == p and p or 0
+    er = next_rate(er, p1, p0, start, upd, now, tau)
+    if began ~= began and p1 > 0 then began = now end
+    if s then
+      s[P], s[UPD], s[ER], s[BEGAN], s[SW], s[SWP], s[SWPC] = p, now, er, began, sw, swp, swpc
+      out[j] = pack_node(s)
+    else
+      out[j] = spack(PARENT_HOT, PARENT, id, pid, wm, start, p, now, er, began, own, sw, swp, swpc) .. ssub(rec, pos)
+    end
+    ow, op, nw, np, ost, nst, cpid = wm, p0, wm, p1, true, true, pid
   end
-  local n = #changed
-  for i = 1, math.floor(n / 2) do
-    changed[i], changed[n + 1 - i] = changed[n + 1 - i], changed[i]
+  return cpid == 0
+end
+
+-- Times, rate and end of node state s after an update changed it at time
+-- now: from progress p0 (NaN as 0) and status st0.  Returns true when its
+-- status entered a terminal one.
+local function finish_node(s, p0, st0, now, tau)
+  local p = s[P]
+  if p ~= p then p = 0 end
+  s[ER] = next_rate(s[ER], p, p0, s[START], s[UPD], now, tau)
+  s[UPD] = now
+  local status = s[STATUS]
+  if s[BEGAN] ~= s[BEGAN] and (p > 0 or status == 'running' or TERMINAL[status]) then s[BEGAN] = now end
+  if status ~= st0 then
+    if TERMINAL[status] then
+      s[FIN] = now
+      return true
+    end
+    s[FIN] = 0 / 0
   end
-  return changed
+  return false
 end

@@ -1,32 +1,23 @@
---@include slots
---@include pack_record
+--@include prelude
 --@include call_chunked
--- Write the changed states of a tree: their records (HSET, 500 a call),
--- new children's first-seen entries (one ZADD per parent), and the leftovers
--- replaced by new nodes, queued for collect_garbage.lua.  Returns the flat
--- list key1, record1, key2, record2, ... of what it wrote.
-local function write_tree(tree, changed)
-  local T = tree.T
+-- Write what a call changed in a tree: the records of its changed nodes
+-- (HSET, 500 a call), new children's first-seen entries (one ZADD per
+-- parent) and the leftovers replaced by new nodes, queued for
+-- collect_garbage.lua.  Returns the flat list key1, record1, key2,
+-- record2, ... of what it wrote, in the order the nodes first changed.
+local function write_tree(tree)
+  local T, raw = tree.T, tree.raw
   local records = {}
-  local born = {} -- parent id -> ZADD arguments of its new children
-  for _, s in ipairs(changed) do
-    records[#records + 1] = s[KEY]
-    records[#records + 1] = pack_record(s)
-    local parent = s[PARENT]
-    if s[NEW] and parent then
-      local args = born[parent[ID]]
-      if args == nil then
-        args = {}
-        born[parent[ID]] = args
-      end
-      args[#args + 1] = s[ORDER]
-      args[#args + 1] = s[SEG]
-    end
+  for _, key in ipairs(tree.dirty) do
+    records[#records + 1] = key
+    records[#records + 1] = raw[key]
   end
   call_chunked('HSET', T .. 't', records, 2)
-  for pid, args in pairs(born) do
-    call_chunked('ZADD', T .. 'c:' .. string.format('%d', pid), args, 2)
+  if tree.born then
+    for pid, args in pairs(tree.born) do
+      call_chunked('ZADD', T .. 'c:' .. sformat('%d', pid), args, 2)
+    end
   end
-  call_chunked('RPUSH', T .. 'gc', tree.gc)
+  if tree.gc then call_chunked('RPUSH', T .. 'gc', tree.gc) end
   return records
 end

@@ -1,0 +1,124 @@
+--@include prelude
+--@include record
+--@include counts
+--@include children
+-- The per-call state of one tree, and the paths of its nodes.
+--   tree = { T = '<prefix>:{<root>}:', raw = {}, mark = {},
+--            dirty = {}, born = false, gc = false, room = nil }
+--   raw    key -> the node's record as it stands in this call (false: none);
+--          filled by fetch_paths, written back by write_tree
+--   mark   key -> 1 changed, 2 an update applied to it; dirty lists the
+--          changed keys in the order they first changed
+--   born   id of a wide parent -> ZADD arguments (position, segment) of its new
+--          children (children.lua)
+--   gc     '<id> <key>' of leftovers replaced by new nodes (collect_garbage.lua)
+--   room   how many more nodes the tree may hold (counted when first needed)
+--   new_root  true once this call created the tree's root
+-- Keys here are relative to the tree root (record.lua).
+local function new_tree(t)
+  return { T = ssub(t, 1, -2), raw = {}, mark = {}, dirty = {}, born = false, gc = false }
+end
+
+-- The path of key: the list of keys from the root ('') down to key.
+local function path_of(key)
+  local ks = { '' }
+  if key == '' then return ks end
+  local pos = 1
+  while true do
+    local dot = sfind(key, '.', pos, true)
+    if not dot then break end
+    ks[#ks + 1] = ssub(key, 1, dot - 1)
+    pos = dot + 1
+  end
+  ks[#ks + 1] = key
+  return ks
+end
+
+-- Fetch the records of every key of the paths (lists of keys) not fetched
+-- yet into tree.raw, in HMGET calls of at most 1000 fields.
+local function fetch_paths(tree, paths)
+  local raw, want = tree.raw, {}
+  for _, ks in ipairs(paths) do
+    for _, k in ipairs(ks) do
+      if raw[k] == nil then
+        raw[k] = false
+        want[#want + 1] = k
+      end
+    end
+  end
+  local t = tree.T .. 't'
+  for i = 1, #want, 1000 do
+    local last = i + 999
+    if last > #want then last = #want end
+    local got = rcall('HMGET', t, unpack(want, i, last))
+    for j = i, last do raw[want[j]] = got[j - i + 1] end
+  end
+end
+
+-- Note that key changed (how: 1, or 2 when an update applied to it).
+local function mark(tree, key, how)
+  local m = tree.mark[key]
+  if m == nil then
+    tree.dirty[#tree.dirty + 1] = key
+    tree.mark[key] = how
+  elseif how > m then
+    tree.mark[key] = how
+  end
+end
+
+-- How many keys of path ks, from the first, name nodes that exist: records
+-- present, each under its parent's id (a record under another id is a
+-- leftover of a deleted subtree).
+local function intact(tree, ks)
+  local raw, pid = tree.raw, 0
+  for i, k in ipairs(ks) do
+    local rec = raw[k]
+    if not rec then return i - 1 end
+    local id, p = record_links(rec, k)
+    if p ~= pid then return i - 1 end
+    pid = id
+  end
+  return #ks
+end
+
+-- Create the nodes ks[m..#ks] (the first m - 1 exist), each a leaf of
+-- weight 1 without progress or status, counted in its parent's sums and
+-- counts at once.  Ids come from the tree's counter, in blocks of 64.
+-- Returns the state of the last one (its record is in tree.raw too).
+local function create_path(tree, ks, m, now)
+  local raw = tree.raw
+  if m == 1 then tree.new_root = true end
+  local parent = m > 1 and read_node(raw[ks[m - 1]], ks[m - 1]) or nil
+  for i = m, #ks do
+    local key = ks[i]
+    local old = raw[key]
+    if old then -- a leftover: whatever hangs below it must be freed too
+      local entry = gc_entry(old, key)
+      if entry then
+        tree.gc = tree.gc or {}
+        tree.gc[#tree.gc + 1] = entry
+      end
+    end
+    if tree.next_id == nil or tree.next_id > tree.last_id then
+      tree.last_id = rcall('INCRBY', tree.T .. 'ids', 64)
+      tree.next_id = tree.last_id - 63
+    end
+    local s = new_node(tree.next_id, parent and parent[ID] or 0, now)
+    tree.next_id = tree.next_id + 1
+    if parent then
+      make_parent(parent)
+      parent[N] = parent[N] + 1
+      parent[NC] = parent[NC] + 1
+      parent[SW] = parent[SW] + 1000
+      parent[COUNTS] = recount(parent[COUNTS], false, '')
+      tree.born = tree.born or {}
+      add_child(tree.T, parent, parent[N], i == 2 and key or ssub(key, #ks[i - 1] + 2), tree.born)
+      raw[ks[i - 1]] = pack_node(parent)
+      mark(tree, ks[i - 1], 1)
+    end
+    raw[key] = pack_node(s)
+    mark(tree, key, 1)
+    parent = s
+  end
+  return parent
+end
