@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 
 import msgpack
 import orjson
+import redis.asyncio as aredis
 
 from .errors import (InvalidUpdate, NotFound, ProgressError, QuotaExceeded, StorageUnavailable, StoredFormatError,
                      redis_errors)
 from .keys import RedisKeys, check_key, namespace_chain, relative_key, tree_root
 from .limits import Limits
+from .link import RedisLink
 from .namespaces import NamespaceIndex
 from .read import TreeReader
 from .records import FORMAT, decode, keyed_records
@@ -154,6 +156,8 @@ class Engine:
     async def start(self) -> None:
         """Load the scripts and check that this prefix's trees are in the record
         format this version writes (raises StoredFormatError if not)."""
+        if self.scripts.link is None and type(self.redis) is aredis.Redis:
+            self.scripts.link = RedisLink.of(self.redis)
         await self.scripts.load(self.redis)
         await self._check_format()
         if self.feed:
@@ -181,6 +185,11 @@ class Engine:
                 f"this Redis holds progress trees under the prefix {self.keys.prefix!r} in record format "
                 f"{int(stored)}, which this version (format {FORMAT}) cannot read. Delete them "
                 f"(redis-cli --scan --pattern '{self.keys.prefix}:*' | xargs redis-cli del) or use another --prefix.")
+
+    async def close(self) -> None:
+        """Close the engine's own connection (the redis-py client is the caller's)."""
+        if self.scripts.link is not None:
+            await self.scripts.link.close()
 
     async def ping(self) -> bool:
         try:

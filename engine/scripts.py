@@ -112,6 +112,9 @@ class Scripts:
         #: decided by load().  use_functions=False keeps EVALSHA anyway.
         self.functions = False
         self.use_functions = True
+        #: The lean connection the calls go through (engine/link.py); None:
+        #: through redis-py pipelines on the client given to run().
+        self.link = None
 
     async def load(self, redis) -> None:
         """Load the scripts: the function library on Redis 7+, else every
@@ -146,22 +149,27 @@ class Scripts:
 
     async def _execute(self, redis, calls: Sequence[Call]) -> list:
         prefix = self.library_name + "_"
+        commands = []
+        for name, keys, args in calls:
+            if name is None:
+                commands.append(keys)
+            elif self.functions:
+                commands.append(("FCALL", prefix + name, len(keys), *keys, *args))
+            else:
+                commands.append(("EVALSHA", self.sha[name], len(keys), *keys, *args))
         with redis_errors():
+            if self.link is not None:
+                return await self.link.execute(commands)
             async with redis.pipeline(transaction=False) as pipe:
-                for name, keys, args in calls:
-                    if name is None:
-                        pipe.execute_command(*keys)
-                    elif self.functions:
-                        pipe.execute_command("FCALL", prefix + name, len(keys), *keys, *args)
-                    else:
-                        pipe.evalsha(self.sha[name], len(keys), *keys, *args)
+                for command in commands:
+                    pipe.execute_command(*command)
                 return await pipe.execute(raise_on_error=False)
 
 
 def _missing(r) -> bool:
     """A reply saying Redis does not have the script (or function) called."""
     return isinstance(r, rex.NoScriptError) or (
-        isinstance(r, rex.ResponseError) and str(r).startswith("Function not found"))
+        isinstance(r, rex.ResponseError) and str(r).startswith(("NOSCRIPT", "Function not found")))
 
 
 def _reply(r):

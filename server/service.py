@@ -153,6 +153,8 @@ class Service:
         await cancel_and_wait(self._tasks)
         if self.link is not None:
             await self.link.close()
+        if self.engine is not None:
+            await self.engine.close()
         if self.redis is not None:
             await self.redis.aclose()
         if self.embedded is not None:

@@ -56,10 +56,26 @@ async def redis_client(redis_url):
 
 
 @pytest.fixture
-async def engine(redis_client, prefix):
-    e = Engine(redis_client, prefix=prefix)
-    await e.start()
-    return e
+async def make_engine(redis_client, prefix):
+    """make_engine(**options) -> a started Engine under this test's prefix
+    (unless given one); every engine made is closed at the end."""
+    made = []
+
+    async def make(**options):
+        options.setdefault("prefix", prefix)
+        e = Engine(redis_client, **options)
+        made.append(e)
+        await e.start()
+        return e
+
+    yield make
+    for e in made:
+        await e.close()
+
+
+@pytest.fixture
+async def engine(make_engine):
+    return await make_engine()
 
 
 @pytest.fixture

@@ -49,7 +49,10 @@ async def converge_in(redis_url: str, prefix: str, model) -> None:
     try:
         engine = Engine(client, prefix=prefix)
         await engine.start()
-        await converge(engine, model)
+        try:
+            await converge(engine, model)
+        finally:
+            await engine.close()
     finally:
         await client.aclose()
 

@@ -212,11 +212,10 @@ async def test_snapshot_modes(engine):
         await engine.apply(ups, snapshots="some")
 
 
-async def test_too_many_fields_on_one_node(redis_client, prefix):
+async def test_too_many_fields_on_one_node(redis_client, prefix, make_engine):
     from sca_progress.engine import Limits
 
-    engine = Engine(redis_client, prefix=prefix, limits=Limits(max_fields_per_node=5))
-    await engine.start()
+    engine = await make_engine(prefix=prefix, limits=Limits(max_fields_per_node=5))
     await post(engine, "_t.j.a", msg="1", f1=1, f2=2, f3=3, f4=4)
     result = await engine.apply([("_t.j.a", {"f5": 5}), ("_t.j.a", {"f4": None}), ("_t.j.a", {"f6": 6})])
     assert result.results[0].code == "too-many-fields"
@@ -262,17 +261,15 @@ async def test_read_errors(engine):
         assert e.value.code == code
 
 
-async def test_read_caps(redis_client, prefix):
+async def test_read_caps(redis_client, prefix, make_engine):
     from sca_progress.engine import Limits
 
-    engine = Engine(redis_client, prefix=prefix, limits=Limits(max_read_nodes=30, max_read_child_keys=80))
-    await engine.start()
+    engine = await make_engine(prefix=prefix, limits=Limits(max_read_nodes=30, max_read_child_keys=80))
     await engine.apply([(f"_t.j.c{i}.g{k}", {}) for i in range(10) for k in range(6)])
     await engine.read("_t.j", depth=2)  # 11 nodes, 70 child keys listed
     with pytest.raises(InvalidUpdate, match="more than 30 nodes"):
         await engine.read("_t.j", depth=3)  # 71 nodes
-    tight = Engine(redis_client, prefix=prefix, limits=Limits(max_read_child_keys=60))
-    await tight.start()
+    tight = await make_engine(prefix=prefix, limits=Limits(max_read_child_keys=60))
     with pytest.raises(InvalidUpdate, match="more than 60 child keys"):
         await tight.read("_t.j", depth=2)
 
@@ -351,18 +348,15 @@ async def test_delete_tree_root_unlists_it(engine, redis_client, prefix):
         await engine.delete("_portal")
 
 
-async def test_prefixes_keep_deployments_apart(redis_client, prefix):
-    a, b = Engine(redis_client, prefix=prefix + "-a"), Engine(redis_client, prefix=prefix + "-b")
-    await a.start()
-    await b.start()
+async def test_prefixes_keep_deployments_apart(redis_client, prefix, make_engine):
+    a, b = await make_engine(prefix=prefix + "-a"), await make_engine(prefix=prefix + "-b")
     await post(a, "_t.j.x", progress=1)
     with pytest.raises(NotFound):
         await b.read("_t.j")
 
 
-async def test_a_big_batch_of_one_tree_is_split_over_calls_in_order(redis_client, prefix):
-    engine = Engine(redis_client, prefix=prefix, max_updates_per_call=100)
-    await engine.start()
+async def test_a_big_batch_of_one_tree_is_split_over_calls_in_order(redis_client, prefix, make_engine):
+    engine = await make_engine(prefix=prefix, max_updates_per_call=100)
     ups = [(f"_t.big.p{i % 250}", {"progress": (i // 250) / 10, "status": "finished" if i >= 2250 else "running"})
            for i in range(2500)]
     res = await engine.apply(ups, events=True)
@@ -372,21 +366,19 @@ async def test_a_big_batch_of_one_tree_is_split_over_calls_in_order(redis_client
     assert len(res.events) == 250
 
 
-async def test_a_batch_too_big_for_one_lua_unpack(redis_client, prefix):
+async def test_a_batch_too_big_for_one_lua_unpack(redis_client, prefix, make_engine):
     """5,000 nodes finishing in one call: every list the scripts write goes in chunks."""
-    engine = Engine(redis_client, prefix=prefix, max_updates_per_call=10_000)
-    await engine.start()
+    engine = await make_engine(prefix=prefix, max_updates_per_call=10_000)
     res = await engine.apply([(f"_t.wide.n{i}", {"status": "finished"}) for i in range(5000)], events=True)
     assert res.results == [APPLIED] * 5000 and len(res.events) == 5000
     assert len(await engine.pending_events(min_age_ms=0)) == 5000
 
 
-async def test_one_tree_per_call_gives_the_same_trees(redis_client, prefix):
+async def test_one_tree_per_call_gives_the_same_trees(redis_client, prefix, make_engine):
     ups = [(f"_t.j{i % 5}.s{i % 3}.l{i}", {"progress": (i % 10) / 10}) for i in range(300)]
     trees = []
     for flag, suffix in ((False, "-m"), (True, "-c")):
-        engine = Engine(redis_client, prefix=prefix + suffix, one_tree_per_call=flag, max_updates_per_call=50)
-        await engine.start()
+        engine = await make_engine(prefix=prefix + suffix, one_tree_per_call=flag, max_updates_per_call=50)
         await engine.apply(ups)
         trees.append([await engine.read(f"_t.j{i}", depth=3) for i in range(5)])
 
@@ -416,14 +408,14 @@ async def test_completion_events_once_per_entry_and_outbox(engine):
     assert res.events == [] and len(await engine.pending_events(min_age_ms=0)) == 1
 
 
-async def test_a_prefix_with_trees_of_an_older_format_is_refused(redis_client, prefix):
+async def test_a_prefix_with_trees_of_an_older_format_is_refused(redis_client, prefix, make_engine):
     """Trees written before the record format had a version (format 1) are not
     misread: the engine refuses to start on that prefix, saying what to do."""
     from sca_progress.engine.errors import StoredFormatError
 
     await redis_client.hset(f"{prefix}:{{_t.j}}:t", "_t.j", b"\x00" * 152)  # a format 1 record
     with pytest.raises(StoredFormatError, match="record format 1"):
-        await Engine(redis_client, prefix=prefix).start()
+        await make_engine()
     await redis_client.delete(f"{prefix}:{{_t.j}}:t")
-    await Engine(redis_client, prefix=prefix).start()  # an empty prefix is marked as format 2
+    await make_engine()  # an empty prefix is marked as format 2
     assert await redis_client.get(f"{prefix}:format") == b"2"

@@ -60,6 +60,7 @@ class TreeMachine(RuleBasedStateMachine):
         return self.loop.run_until_complete(coro)
 
     def teardown(self) -> None:
+        self.run(self.engine.close())
         self.run(self.redis.aclose())
         self.loop.close()
 

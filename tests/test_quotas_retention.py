@@ -13,9 +13,8 @@ from .test_auth import running, stopping
 DAY_MS = 86_400_000
 
 
-async def test_nodes_per_tree_cap(redis_client, prefix):
-    engine = Engine(redis_client, prefix=prefix, limits=Limits(max_nodes_per_tree=10))
-    await engine.start()
+async def test_nodes_per_tree_cap(make_engine):
+    engine = await make_engine(limits=Limits(max_nodes_per_tree=10))
     res = await engine.apply([(f"_q.job.s{i}", {"progress": 0.5}) for i in range(8)])  # 9 nodes with the root
     assert res.results == [APPLIED] * 8
     res = await engine.apply([("_q.job.s0", {"progress": 1}),  # no new node: fine

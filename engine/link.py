@@ -1,0 +1,178 @@
+"""A lean, multiplexed connection to one Redis for the engine's script calls.
+
+Every write and read of the service is a round trip of script calls.
+Through redis-py's asyncio client (8.x) a round trip costs this process
+~100 µs of CPU (its pool, retry, timeout and observability layers) against
+~12 µs for the same bytes through an asyncio protocol and hiredis's reply
+parser (bench/README.md, "REST").  So the engine's calls go through this
+link: one connection, shared by every caller of the process, each call's
+commands written in one piece and its replies read back in order (Redis
+answers in order, so concurrent calls pipeline on the one socket by
+themselves).
+
+It takes its address, credentials, database and TLS settings from the
+redis-py client it is made from (``RedisLink.of(client)``), which the rest
+of the service keeps using for everything else.  A failure (lost
+connection, timeout) fails every call in flight with redis-py's
+ConnectionError or TimeoutError, so callers see what redis-py would raise;
+the next call connects again.  Error replies come back as values
+(redis.exceptions.ResponseError), as redis-py's pipelines return them with
+raise_on_error=False.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import hiredis
+from redis import exceptions as rex
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+
+
+def pack(args) -> bytes:
+    """One command in RESP: an array of bulk strings."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, str):
+            a = a.encode()
+        elif not isinstance(a, bytes):
+            a = repr(a).encode() if isinstance(a, float) else str(a).encode()
+        out.append(b"$%d\r\n" % len(a))
+        out.append(a)
+        out.append(b"\r\n")
+    return b"".join(out)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, link: "RedisLink") -> None:
+        self.link = link
+        self.reader = hiredis.Reader(replyError=rex.ResponseError)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        waiting = self.link._waiting
+        while True:
+            try:
+                reply = self.reader.gets()
+            except hiredis.ProtocolError as e:
+                self.link._fail(rex.ConnectionError(f"protocol error from redis: {e}"))
+                return
+            if reply is False:
+                return
+            if not waiting:  # nobody asked: the stream is out of step
+                self.link._fail(rex.ConnectionError("unexpected reply from redis"))
+                return
+            entry = waiting[0]
+            entry[1].append(reply)
+            if len(entry[1]) == entry[0]:
+                waiting.popleft()
+                if not entry[2].done():
+                    entry[2].set_result(entry[1])
+
+    def connection_lost(self, exc) -> None:
+        self.link._lost(self, exc)
+
+
+class RedisLink:
+    """execute(commands) -> their replies, over one shared connection."""
+
+    def __init__(self, connect, setup: list[tuple], timeout: float | None = 30.0) -> None:
+        self._connect = connect  # coroutine function: -> (transport, protocol)
+        self._setup = setup  # commands sent first on every connection (AUTH, SELECT)
+        self.timeout = timeout
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Future | None = None
+        #: per call in flight, in order: [replies expected, replies so far, future]
+        self._waiting: collections.deque = collections.deque()
+
+    @classmethod
+    def of(cls, client) -> "RedisLink":
+        """A link to the Redis a redis-py asyncio client points at."""
+        pool = client.connection_pool
+        kw = pool.connection_kwargs
+        loop_connect_timeout = kw.get("socket_connect_timeout") or 5.0
+        setup: list[tuple] = []
+        if kw.get("password") is not None:
+            setup.append(("AUTH", kw["username"], kw["password"]) if kw.get("username") else ("AUTH", kw["password"]))
+        if kw.get("db"):
+            setup.append(("SELECT", kw["db"]))
+        conn_class = pool.connection_class
+
+        async def connect():
+            loop = asyncio.get_running_loop()
+            if issubclass(conn_class, UnixDomainSocketConnection):
+                factory = loop.create_unix_connection(lambda: _Protocol(link), kw["path"])
+            else:
+                ssl = None
+                if issubclass(conn_class, SSLConnection):
+                    ssl = conn_class(**kw).ssl_context.get()
+                factory = loop.create_connection(lambda: _Protocol(link), kw.get("host", "localhost"),
+                                                 kw.get("port", 6379), ssl=ssl)
+            return await asyncio.wait_for(factory, loop_connect_timeout)
+
+        link = cls(connect, setup, timeout=kw.get("socket_timeout") or 30.0)
+        return link
+
+    async def execute(self, commands: list) -> list:
+        """Send *commands* (tuples of arguments) in one write; return their
+        replies in order, error replies as ResponseError values."""
+        protocol = self._protocol or await self._open()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._waiting.append([len(commands), [], future])
+        protocol.transport.write(b"".join([pack(c) for c in commands]))
+        # A call whose caller is cancelled leaves its entry: its replies still
+        # come, in their turn, and are dropped.
+        expiry = loop.call_later(self.timeout, self._expire, future) if self.timeout else None
+        try:
+            return await future
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+
+    def _expire(self, future: asyncio.Future) -> None:
+        if not future.done():
+            self._fail(rex.TimeoutError(f"redis did not answer within {self.timeout} s"))
+
+    async def _open(self) -> _Protocol:
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._dial())
+        try:
+            return await asyncio.shield(self._connecting)
+        finally:
+            if self._connecting is not None and self._connecting.done():
+                self._connecting = None
+
+    async def _dial(self) -> _Protocol:
+        try:
+            _, protocol = await self._connect()
+        except (OSError, asyncio.TimeoutError) as e:
+            raise rex.ConnectionError(f"cannot connect to redis: {e!r}") from e
+        self._protocol = protocol
+        if self._setup:
+            for reply in await self.execute(self._setup):
+                if isinstance(reply, Exception):
+                    self._fail(rex.ConnectionError(f"redis refused the connection: {reply}"))
+                    raise rex.AuthenticationError(str(reply))
+        return protocol
+
+    def _fail(self, error: Exception) -> None:
+        """Drop the connection: every call in flight fails with *error*."""
+        protocol, self._protocol = self._protocol, None
+        waiting, self._waiting = self._waiting, collections.deque()
+        for _, _, future in waiting:
+            if not future.done():
+                future.set_exception(error)
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.abort()
+
+    def _lost(self, protocol: _Protocol, exc) -> None:
+        if protocol is self._protocol:
+            self._fail(rex.ConnectionError(f"connection to redis lost: {exc or 'closed'}"))
+
+    async def close(self) -> None:
+        self._fail(rex.ConnectionError("the link was closed"))
