@@ -23,23 +23,36 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import itertools
+import os
+import time
 
 import hiredis
 from redis import exceptions as rex
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 
 
+#: The connection's name in CLIENT LIST starts with this (then pid and a serial).
+NAME = "sca-progress-engine"
+_serial = itertools.count(1)
+
+
 def pack(args) -> bytes:
     """One command in RESP: an array of bulk strings."""
     out = [b"*%d\r\n" % len(args)]
+    add = out.append
     for a in args:
-        if isinstance(a, str):
+        t = type(a)
+        if t is str:
             a = a.encode()
-        elif not isinstance(a, bytes):
-            a = repr(a).encode() if isinstance(a, float) else str(a).encode()
-        out.append(b"$%d\r\n" % len(a))
-        out.append(a)
-        out.append(b"\r\n")
+        elif t is int:
+            a = b"%d" % a
+        elif t is not bytes:
+            a = repr(a).encode() if t is float else str(a).encode()
+        add(b"$%d\r\n" % len(a))
+        add(a)
+        add(b"\r\n")
     return b"".join(out)
 
 
@@ -81,13 +94,18 @@ class RedisLink:
     """execute(commands) -> their replies, over one shared connection."""
 
     def __init__(self, connect, setup: list[tuple], timeout: float | None = 30.0) -> None:
+        """*connect*: a coroutine function returning (transport, protocol);
+        *setup*: commands sent first on every connection; *timeout*: seconds
+        a call may wait for its replies (None: forever)."""
         self._connect = connect  # coroutine function: -> (transport, protocol)
         self._setup = setup  # commands sent first on every connection (AUTH, SELECT)
         self.timeout = timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future | None = None
-        #: per call in flight, in order: [replies expected, replies so far, future]
+        #: per call in flight, in order: [replies expected, replies so far, future, sent at]
         self._waiting: collections.deque = collections.deque()
+        self._watchdog: asyncio.Task | None = None
+        self.name = ""
 
     @classmethod
     def of(cls, client) -> "RedisLink":
@@ -100,6 +118,9 @@ class RedisLink:
             setup.append(("AUTH", kw["username"], kw["password"]) if kw.get("username") else ("AUTH", kw["password"]))
         if kw.get("db"):
             setup.append(("SELECT", kw["db"]))
+        # so CLIENT LIST shows what it is, and whose
+        name = f"{NAME}:{os.getpid()}:{next(_serial)}"
+        setup.append(("CLIENT", "SETNAME", name))
         conn_class = pool.connection_class
 
         async def connect():
@@ -115,28 +136,28 @@ class RedisLink:
             return await asyncio.wait_for(factory, loop_connect_timeout)
 
         link = cls(connect, setup, timeout=kw.get("socket_timeout") or 30.0)
+        link.name = name
         return link
 
     async def execute(self, commands: list) -> list:
         """Send *commands* (tuples of arguments) in one write; return their
         replies in order, error replies as ResponseError values."""
         protocol = self._protocol or await self._open()
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._waiting.append([len(commands), [], future])
-        protocol.transport.write(b"".join([pack(c) for c in commands]))
+        future = asyncio.get_running_loop().create_future()
         # A call whose caller is cancelled leaves its entry: its replies still
         # come, in their turn, and are dropped.
-        expiry = loop.call_later(self.timeout, self._expire, future) if self.timeout else None
-        try:
-            return await future
-        finally:
-            if expiry is not None:
-                expiry.cancel()
+        self._waiting.append([len(commands), [], future, time.monotonic()])
+        protocol.transport.write(b"".join([pack(c) for c in commands]))
+        return await future
 
-    def _expire(self, future: asyncio.Future) -> None:
-        if not future.done():
-            self._fail(rex.TimeoutError(f"redis did not answer within {self.timeout} s"))
+    async def _watch(self) -> None:
+        """Fail the calls in flight when the oldest has waited past the timeout
+        (one timer for the link, not one per call)."""
+        while True:
+            await asyncio.sleep(min(1.0, self.timeout / 4))
+            waiting = self._waiting
+            if waiting and time.monotonic() - waiting[0][3] > self.timeout:
+                self._fail(rex.TimeoutError(f"redis did not answer within {self.timeout} s"))
 
     async def _open(self) -> _Protocol:
         if self._connecting is None:
@@ -153,6 +174,8 @@ class RedisLink:
         except (OSError, asyncio.TimeoutError) as e:
             raise rex.ConnectionError(f"cannot connect to redis: {e!r}") from e
         self._protocol = protocol
+        if self.timeout and (self._watchdog is None or self._watchdog.done()):
+            self._watchdog = asyncio.ensure_future(self._watch())
         if self._setup:
             for reply in await self.execute(self._setup):
                 if isinstance(reply, Exception):
@@ -164,7 +187,8 @@ class RedisLink:
         """Drop the connection: every call in flight fails with *error*."""
         protocol, self._protocol = self._protocol, None
         waiting, self._waiting = self._waiting, collections.deque()
-        for _, _, future in waiting:
+        for entry in waiting:
+            future = entry[2]
             if not future.done():
                 future.set_exception(error)
         if protocol is not None and protocol.transport is not None:
@@ -175,4 +199,9 @@ class RedisLink:
             self._fail(rex.ConnectionError(f"connection to redis lost: {exc or 'closed'}"))
 
     async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
         self._fail(rex.ConnectionError("the link was closed"))

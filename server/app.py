@@ -17,12 +17,28 @@ from .ui import ui_routes
 KEY = r"([^/]+)"
 
 
-def log_request(handler: tornado.web.RequestHandler) -> None:
-    """Tornado's access log, with token and ticket values redacted from URLs."""
-    status = handler.get_status()
-    log = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
-    log("%d %s %s (%s) %.2fms", status, handler.request.method, redacted_uri(handler.request), handler.request.remote_ip,
-        1000.0 * handler.request.request_time())
+#: Requests slower than this are logged even with --access-log errors.
+SLOW_REQUEST_S = 1.0
+
+
+def request_logger(mode: str):
+    """Tornado's log_function for --access-log *mode*: "all" logs every request
+    (INFO below 400), "errors" only answers of 400 and up and requests slower
+    than SLOW_REQUEST_S, "off" none.  Python's logging costs ~15 % of the
+    server's CPU at a thousand requests a second (bench/README.md, "REST"),
+    which is why "errors" is the default.  Token and ticket values are
+    redacted from URLs."""
+
+    def log_request(handler: tornado.web.RequestHandler) -> None:
+        status = handler.get_status()
+        took = handler.request.request_time()
+        if mode == "off" or (mode == "errors" and status < 400 and took < SLOW_REQUEST_S):
+            return
+        log = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
+        log("%d %s %s (%s) %.2fms", status, handler.request.method, redacted_uri(handler.request),
+            handler.request.remote_ip, 1000.0 * took)
+
+    return log_request
 
 
 async def make_app(settings: Settings) -> tornado.web.Application:
@@ -44,9 +60,9 @@ async def make_app(settings: Settings) -> tornado.web.Application:
     return tornado.web.Application(
         routes,
         default_handler_class=NotFoundHandler,
-        compress_response=True,
+        compress_response=False,  # reads compress themselves (BaseHandler.finish_compressed)
         service=service,
         engine=service.engine,
         cors_origins=frozenset(origins),
-        log_function=log_request,
+        log_function=request_logger(settings.access_log),
     )

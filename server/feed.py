@@ -14,10 +14,16 @@ A tree or namespace counts as watched while its marker '<...>:w' exists: each
 process refreshes the markers of what it watches (WATCH_TTL_MS, refreshed
 three times per TTL), so writers publish nothing for trees nobody follows.
 
+Subscriptions to the same key form a group: a change is noted once per
+group, and each tick's 'update' of a group is encoded once (a Frame) and
+the same bytes go to every subscriber that is keeping up.  A subscriber that
+is not (its client has not drained what it was sent) gets its own backlog
+instead, coalescing the latest state per node (bounded by MAX_PENDING nodes,
+beyond which it gets a fresh snapshot), and is sent it by itself once it has
+drained: a client that reads slowly never holds anyone up.
+
 Redis pub/sub is at most once: when the pub/sub connection is lost and comes
-back, every subscription gets a fresh snapshot.  A client that reads slowly
-never holds anyone up: its changes keep coalescing (bounded by MAX_PENDING
-nodes, beyond which it gets a fresh snapshot instead) until it has drained.
+back, every subscription gets a fresh snapshot.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import logging
 from collections import defaultdict
 from typing import Protocol
 
+import orjson
 from redis import exceptions as rex
 
 from sca_progress.engine import NotFound, ProgressError, StorageUnavailable, check_key, is_namespace, now_ms, tree_root
@@ -53,6 +60,18 @@ def _resync(sub: "Subscription") -> None:
     sub.resync = True
 
 
+class Frame:
+    """One event encoded once, for every subscriber of a group that gets it.
+    Sinks keep their own wire form of it in ``wire`` (built once too)."""
+
+    __slots__ = ("event", "json", "wire")
+
+    def __init__(self, event: str, data: dict) -> None:
+        self.event = event
+        self.json = orjson.dumps(data)
+        self.wire: dict = {}
+
+
 class Sink(Protocol):
     """Where a subscription's events go: a socket.io client or an SSE stream."""
 
@@ -63,6 +82,9 @@ class Sink(Protocol):
         """Queue one event (never waits for the client).  *data* may hold
         orjson.Fragment values (JSON already encoded): serialize it with orjson."""
 
+    async def send_frame(self, frame: Frame) -> None:
+        """Queue an event encoded once for many subscribers."""
+
 
 class Subscription:
     def __init__(self, key: str, sink: Sink) -> None:
@@ -71,7 +93,9 @@ class Subscription:
         self.key = key
         self.sink = sink
         self.namespace = is_namespace(key)
-        self.pending: dict[str, bytes | None] = {}  # node key -> record (trees) / None (a namespace's child)
+        #: changes not sent yet because the client lagged or the snapshot was
+        #: being read: node key -> record (trees) / None (a namespace's child)
+        self.backlog: dict[str, bytes | None] = {}
         self.removed: list[str] = []
         self.resync = False
         self.ready = False  # its snapshot went out: updates may follow
@@ -82,13 +106,27 @@ class Subscription:
         return self.key == TOP or key == self.key or key.startswith(self.key + ".")
 
 
+class Group:
+    """The subscriptions to one key, and the changes they all have pending."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.namespace = is_namespace(key)
+        self.subs: set[Subscription] = set()
+        self.pending: dict[str, bytes | None] = {}
+        self.removed: list[str] = []
+
+    def concerns(self, key: str) -> bool:
+        return self.key == TOP or key == self.key or key.startswith(self.key + ".")
+
+
 class Hub:
     def __init__(self, service, tick: float = 0.1) -> None:
         self.service = service
         self.tick = tick
         self.engine = service.engine
         self.redis = service.redis
-        self.by_base: dict[str, set[Subscription]] = defaultdict(set)
+        self.by_base: dict[str, dict[str, Group]] = defaultdict(dict)  # channel base -> key -> group
         self.pubsub = None
         self._confirmed: dict[str, asyncio.Event] = {}
         self._connects = 0
@@ -136,7 +174,11 @@ class Hub:
         sub.base = self.engine.keys.feed_base(sub.key)
         async with self._lock:
             first = not self.by_base.get(sub.base)
-            self.by_base[sub.base].add(sub)
+            groups = self.by_base[sub.base]
+            group = groups.get(sub.key)
+            if group is None:
+                group = groups[sub.key] = Group(sub.key)
+            group.subs.add(sub)
             if first:
                 try:
                     await self.redis.set(sub.base + "w", b"1", px=WATCH_TTL_MS)
@@ -144,9 +186,7 @@ class Hub:
                     if sub.namespace:
                         self.engine.namespaces.watching(sub.key)
                 except (rex.RedisError, OSError, asyncio.TimeoutError) as e:
-                    self.by_base[sub.base].discard(sub)
-                    if not self.by_base[sub.base]:
-                        del self.by_base[sub.base]
+                    self._drop(sub)
                     raise StorageUnavailable(f"redis unavailable: {e}") from e
         try:
             await self._snapshot(sub)
@@ -158,14 +198,23 @@ class Hub:
             # covers that second.
             asyncio.get_running_loop().call_later(NAMESPACE_WATCH_LAG_S, _resync, sub)
 
+    def _drop(self, sub: Subscription) -> bool:
+        """Take *sub* out of its group; True when its channel has no subscriber left."""
+        groups = self.by_base.get(sub.base)
+        group = groups.get(sub.key) if groups else None
+        if group is None or sub not in group.subs:
+            return False
+        group.subs.discard(sub)
+        if not group.subs:
+            del groups[sub.key]
+        if not groups:
+            del self.by_base[sub.base]
+            return True
+        return False
+
     async def remove(self, sub: Subscription) -> None:
         async with self._lock:
-            subs = self.by_base.get(sub.base)
-            if subs is None or sub not in subs:
-                return
-            subs.discard(sub)
-            if not subs:
-                del self.by_base[sub.base]
+            if self._drop(sub):
                 with contextlib.suppress(Exception):
                     if self.sharded:
                         await self.pubsub.sunsubscribe(sub.base + "f")
@@ -175,7 +224,12 @@ class Hub:
                 # The marker expires by itself: another process may still watch.
 
     def subscriptions(self) -> int:
-        return sum(len(s) for s in self.by_base.values())
+        return sum(len(g.subs) for groups in self.by_base.values() for g in groups.values())
+
+    def _all(self):
+        for groups in self.by_base.values():
+            for group in groups.values():
+                yield from group.subs
 
     async def _subscribe(self, channel: str) -> None:
         event = self._confirmed.setdefault(channel, asyncio.Event())
@@ -196,9 +250,8 @@ class Hub:
         if self._connects > 1:
             log.warning("pub/sub connection re-established: resynchronising %d subscriptions",
                         self.subscriptions())
-            for subs in self.by_base.values():
-                for sub in subs:
-                    sub.resync = True
+            for sub in self._all():
+                sub.resync = True
 
     async def _snapshot(self, sub: Subscription) -> None:
         """Send a fresh snapshot; changes that arrived while it was read and are
@@ -217,12 +270,12 @@ class Hub:
             n = stack.pop()
             shown[n["key"]] = n.get("update_time")
             stack.extend(n.get("tasks", []))
-        for key, record in list(sub.pending.items()):
+        for key, record in list(sub.backlog.items()):
             if record is None:  # a namespace's child: read fresh at the next tick anyway
                 continue
             seen = shown.get(key)
             if seen is not None and record_update_time(record) <= seen:
-                del sub.pending[key]
+                del sub.backlog[key]
         sub.ready = True
 
     # -- from Redis --------------------------------------------------------------
@@ -242,9 +295,8 @@ class Hub:
                 raise
             except (rex.ConnectionError, rex.TimeoutError, OSError) as e:
                 log.warning("pub/sub connection lost (%s); retrying in %.1f s", e, delay)
-                for subs in self.by_base.values():
-                    for sub in subs:
-                        sub.resync = True
+                for sub in self._all():
+                    sub.resync = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5)
             except Exception:  # noqa: BLE001 - one bad message must not stop the feed
@@ -260,11 +312,11 @@ class Hub:
             return
         if kind not in ("message", "smessage"):
             return
-        subs = self.by_base.get(channel[:-1])
-        if not subs:
+        groups = self.by_base.get(channel[:-1])
+        if not groups:
             return
         _, items, removed = unpack(message["data"])
-        first = next(iter(subs))  # one channel: one tree's, or one namespace's
+        first = next(iter(groups.values()))  # one channel: one tree's, or one namespace's
         if first.namespace:
             changes = [(child.decode(), None) for child in items]
             removed = removed.decode() if removed else None
@@ -275,18 +327,23 @@ class Hub:
                 removed = root if removed == b"" else f"{root}.{removed.decode()}"
             else:
                 removed = None
-        for sub in subs:
-            for key, record in changes:
-                if sub.namespace or sub.concerns(key):
-                    sub.pending[key] = record
-            if removed and (sub.namespace or sub.concerns(removed) or sub.key.startswith(removed + ".")):
-                sub.removed.append(removed)
-                for k in [k for k in sub.pending if k == removed or k.startswith(removed + ".")]:
-                    del sub.pending[k]
-            if len(sub.pending) + len(sub.removed) > MAX_PENDING:
-                sub.pending.clear()
-                sub.removed.clear()
-                sub.resync = True
+        for group in groups.values():
+            pending = group.pending
+            if group.namespace:
+                pending.update(changes)
+            else:
+                for key, record in changes:
+                    if group.concerns(key):
+                        pending[key] = record
+            if removed and (group.namespace or group.concerns(removed) or group.key.startswith(removed + ".")):
+                group.removed.append(removed)
+                for k in [k for k in pending if k == removed or k.startswith(removed + ".")]:
+                    del pending[k]
+            if len(pending) + len(group.removed) > MAX_PENDING:  # the tick will not catch up: start over
+                pending.clear()
+                group.removed.clear()
+                for sub in group.subs:
+                    sub.resync = True
 
     # -- to clients ----------------------------------------------------------------
 
@@ -301,39 +358,84 @@ class Hub:
                 log.exception("feed tick failed")
 
     async def _flush(self) -> None:
-        decoded: dict[tuple[str, bytes], dict] = {}  # this tick's node snapshots, shared by subscriptions
+        """One tick: each group's changes go out as one frame to every subscriber
+        keeping up; the others get them in their backlog, sent on its own once
+        their client has drained."""
+        decoded: dict[tuple[str, bytes], dict] = {}  # this tick's node snapshots, shared by groups
         children: dict[str, dict] = {}  # this tick's reads of namespace children
-        for subs in list(self.by_base.values()):
-            for sub in list(subs):
-                if not (sub.resync or (sub.ready and (sub.pending or sub.removed))) or sub.sink.busy():
-                    continue
-                try:
-                    if sub.resync:  # also retries a snapshot that failed
-                        await self._snapshot(sub)
-                        continue
-                    now = now_ms()
-                    if sub.pending:
-                        pending, sub.pending = sub.pending, {}
-                        if sub.namespace:
-                            missing = [k for k in pending if k not in children]
-                            if missing:
-                                children.update((n["key"], n) for n in await self.engine.read_many(missing))
-                            nodes = [children[k] for k in pending if k in children]
-                        else:
-                            nodes = []
-                            for key in sorted(pending, key=lambda k: k.count(".")):
-                                node = decoded.get((key, pending[key]))
-                                if node is None:
-                                    node = decoded[(key, pending[key])] = decode(key, pending[key], fragments=True)
-                                nodes.append(node)
-                        if nodes:
-                            await sub.sink.send("update", {"key": sub.key, "nodes": nodes, "_now": now})
-                    if sub.removed:
-                        removed, sub.removed = sub.removed, []
-                        await sub.sink.send("removed", {"key": sub.key, "removed": removed, "_now": now})
-                except ProgressError as e:  # Redis trouble: try again next tick
-                    log.warning("feed of %r: %s", sub.key, e.message)
-                    sub.resync = True
+        for groups in list(self.by_base.values()):
+            for group in list(groups.values()):
+                pending, removed = group.pending, group.removed
+                group.pending, group.removed = {}, []
+                update = gone = None
+                for sub in list(group.subs):
+                    try:
+                        if sub.resync:  # also retries a snapshot that failed
+                            sub.backlog.clear()
+                            sub.removed.clear()
+                            if not sub.sink.busy():
+                                await self._snapshot(sub)
+                            continue
+                        if not (pending or removed or sub.backlog or sub.removed):
+                            continue
+                        if not sub.ready or sub.backlog or sub.removed or sub.sink.busy():
+                            self._to_backlog(sub, pending, removed)
+                            if sub.ready and not sub.sink.busy():
+                                await self._send_backlog(sub, decoded, children)
+                            continue
+                        now = now_ms()
+                        if pending and update is None:
+                            nodes = await self._nodes(group, pending, decoded, children)
+                            update = Frame("update", {"key": group.key, "nodes": nodes, "_now": now}) if nodes else False
+                        if update:
+                            await sub.sink.send_frame(update)
+                        if removed:
+                            if gone is None:
+                                gone = Frame("removed", {"key": group.key, "removed": removed, "_now": now})
+                            await sub.sink.send_frame(gone)
+                    except ProgressError as e:  # Redis trouble: try again next tick
+                        log.warning("feed of %r: %s", sub.key, e.message)
+                        sub.resync = True
+
+    def _to_backlog(self, sub: Subscription, pending: dict, removed: list) -> None:
+        sub.backlog.update(pending)
+        if removed:
+            sub.removed.extend(removed)
+            for r in removed:
+                for k in [k for k in sub.backlog if k == r or k.startswith(r + ".")]:
+                    del sub.backlog[k]
+        if len(sub.backlog) + len(sub.removed) > MAX_PENDING:
+            sub.backlog.clear()
+            sub.removed.clear()
+            sub.resync = True
+
+    async def _send_backlog(self, sub: Subscription, decoded: dict, children: dict) -> None:
+        now = now_ms()
+        if sub.backlog:
+            backlog, sub.backlog = sub.backlog, {}
+            nodes = await self._nodes(sub, backlog, decoded, children)
+            if nodes:
+                await sub.sink.send("update", {"key": sub.key, "nodes": nodes, "_now": now})
+        if sub.removed:
+            removed, sub.removed = sub.removed, []
+            await sub.sink.send("removed", {"key": sub.key, "removed": removed, "_now": now})
+
+    async def _nodes(self, who, pending: dict, decoded: dict, children: dict) -> list:
+        """The nodes of pending changes, ancestors first: decoded records of a
+        tree (once per tick), or a namespace's children read fresh."""
+        if who.namespace:
+            missing = [k for k in pending if k not in children]
+            if missing:
+                children.update((n["key"], n) for n in await self.engine.read_many(missing))
+            return [children[k] for k in pending if k in children]
+        nodes = []
+        for key in sorted(pending, key=lambda k: k.count(".")):
+            record = pending[key]
+            node = decoded.get((key, record))
+            if node is None:
+                node = decoded[(key, record)] = decode(key, record, fragments=True)
+            nodes.append(node)
+        return nodes
 
     async def _refresh_watches(self) -> None:
         while not self.stopped.is_set():

@@ -33,6 +33,8 @@ class Settings:
     gc_interval: float = field(default=30.0, metadata={
         "help": "seconds between sweeps freeing the storage of deleted subtrees"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    access_log: str = field(default="errors", metadata={
+        "help": "all: log every request; errors: answers of 400 and up and requests slower than 1 s; off"})
     feed_tick: float = field(default=0.1, metadata={
         "help": "seconds over which live-feed updates are coalesced per subscription"})
     jwt_secret: str = field(default="", metadata={

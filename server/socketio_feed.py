@@ -22,6 +22,7 @@ import logging
 import time
 from urllib.parse import parse_qs
 
+import engineio.packet
 import orjson
 import socketio
 import socketio.packet
@@ -30,7 +31,7 @@ from sca_progress.engine import ProgressError
 from sca_progress.engine.errors import Unauthorized
 
 from .auth import Grant
-from .feed import Hub, Subscription
+from .feed import Frame, Hub, Subscription
 
 log = logging.getLogger("sca_progress.socketio")
 
@@ -85,6 +86,18 @@ class SioSink:
 
     async def send(self, event: str, data: dict) -> None:
         await self.sio.emit(event, data, to=self.sid)
+
+    async def send_frame(self, frame: Frame) -> None:
+        """The frame's socket.io packet, built once for every socket that gets it."""
+        pkt = frame.wire.get("sio")
+        if pkt is None:
+            # An EVENT packet of the default namespace: '2' and the JSON array
+            # [event, data] (what python-socketio's Packet.encode writes).
+            text = '2["' + frame.event + '",' + frame.json.decode() + "]"
+            pkt = frame.wire["sio"] = engineio.packet.Packet(engineio.packet.MESSAGE, text)
+        eio_sid = self.sio.manager.eio_sid_from_sid(self.sid, "/")
+        if eio_sid is not None:
+            await self.sio.eio.send_packet(eio_sid, pkt)
 
 
 def make_socketio(service, cors_origins: list[str] | None = None) -> socketio.AsyncServer:

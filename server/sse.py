@@ -18,7 +18,7 @@ from sca_progress.engine import ProgressError
 from sca_progress.engine.keys import TOP
 
 from .auth import OPEN, bearer
-from .feed import Subscription
+from .feed import Frame, Subscription
 from .handlers import BaseHandler
 
 HEARTBEAT_S = 15.0
@@ -35,9 +35,15 @@ class SseSink:
         return self._flushing is not None and not self._flushing.done()
 
     async def send(self, event: str, data: dict) -> None:
+        self._event(event.encode(), orjson.dumps(data))
+
+    async def send_frame(self, frame: Frame) -> None:
+        """The frame's JSON, encoded once for every stream that gets it."""
+        self._event(frame.event.encode(), frame.json)
+
+    def _event(self, event: bytes, data: bytes) -> None:
         self.event_id += 1
-        self.write(b"event: " + event.encode() + b"\nid: " + str(self.event_id).encode()
-                   + b"\ndata: " + orjson.dumps(data) + b"\n\n")
+        self.write(b"".join((b"event: ", event, b"\nid: ", str(self.event_id).encode(), b"\ndata: ", data, b"\n\n")))
 
     def write(self, chunk: bytes) -> None:
         """Write and flush without waiting for the client; busy() tells when it lags."""

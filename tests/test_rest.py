@@ -209,3 +209,22 @@ def test_script_failures_are_not_outages():
     assert from_script_error("ERR user_script:1: x").status == 500
     assert isinstance(from_script_error("LOADING Redis is loading the dataset in memory"), StorageUnavailable)
     assert from_script_error("ERR bad-progress _a.b").code == "bad-progress"
+
+
+async def test_the_access_log_holds_errors_by_default(server, http, caplog):
+    """--access-log errors (the default): a successful request leaves no line,
+    an error answer does; "all" logs every request (see server/app.py)."""
+    import logging
+
+    from sca_progress.server.app import request_logger
+
+    base, app = server
+    caplog.set_level(logging.INFO, logger="tornado.access")
+    assert (await http("POST", f"{base}/status/_al.j.a", {"progress": 1}))[0] == 200
+    assert (await http("GET", f"{base}/status/_al.nope"))[0] == 404
+    lines = [r.getMessage() for r in caplog.records if r.name == "tornado.access"]
+    assert len(lines) == 1 and lines[0].startswith("404 GET /status/_al.nope")
+    app.settings["log_function"] = request_logger("all")
+    caplog.clear()
+    assert (await http("POST", f"{base}/status/_al.j.a", {"progress": 1}))[0] == 200
+    assert [r.getMessage()[:27] for r in caplog.records if r.name == "tornado.access"] == ["200 POST /status/_al.j.a (1"]
