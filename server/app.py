@@ -1,7 +1,7 @@
 """make_app: the Tornado application with its routes; shared clients travel in its settings."""
 from __future__ import annotations
 
-import socketio
+import tornado.httpserver
 import tornado.web
 from tornado.log import access_log
 
@@ -9,7 +9,7 @@ from .handlers import (BatchHandler, HealthHandler, NodeHandler, NotFoundHandler
                        redacted_uri)
 from .service import Service
 from .settings import Settings
-from .socketio_feed import make_socketio
+from .socketio_feed import make_socketio, socketio_handler
 from .sse import EventsHandler
 from .ui import ui_routes
 
@@ -41,6 +41,18 @@ def request_logger(mode: str):
     return log_request
 
 
+#: Most bytes of a request's start line and headers that Tornado reads: beyond
+#: it, it closes the connection unanswered; below it, handlers answer 414 or
+#: 431 with a JSON error (server/handlers.py, MAX_URI_BYTES, MAX_HEADERS_BYTES).
+MAX_HEADER_BYTES = 256 * 1024
+
+
+def http_server(app: tornado.web.Application) -> tornado.httpserver.HTTPServer:
+    """The HTTP server of *app* (X-Forwarded-* and X-Real-Ip honoured: behind a
+    proxy, the request's protocol and address are the client's)."""
+    return tornado.httpserver.HTTPServer(app, xheaders=True, max_header_size=MAX_HEADER_BYTES)
+
+
 async def make_app(settings: Settings) -> tornado.web.Application:
     service = Service(settings)
     await service.start()
@@ -54,7 +66,7 @@ async def make_app(settings: Settings) -> tornado.web.Application:
         (r"/auth/ticket", TicketHandler),
         (r"/events/?", EventsHandler),
         (rf"/events/{KEY}", EventsHandler),
-        (r"/socket.io/", socketio.get_tornado_handler(service.sio)),
+        (r"/socket.io/", socketio_handler(service.sio, origins)),
         *ui_routes(KEY),  # the web UI: /, /ui/<key>, /static/...
     ]
     return tornado.web.Application(

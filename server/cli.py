@@ -8,14 +8,13 @@ import logging
 import signal
 import sys
 
-import tornado.httpserver
 import tornado.netutil
 import uvloop
 
 from sca_progress.engine.errors import StoredFormatError
 
 from . import demo
-from .app import make_app
+from .app import http_server, make_app
 from .settings import Settings
 
 log = logging.getLogger("sca_progress")
@@ -43,7 +42,7 @@ async def serve(settings: Settings, with_demo: bool = False) -> None:
     app = await make_app(settings)
     quiet_garbage_collector()
     service = app.settings["service"]
-    server = tornado.httpserver.HTTPServer(app, xheaders=True)
+    server = http_server(app)
     demo_task = None
     try:
         sockets = tornado.netutil.bind_sockets(settings.port, settings.host)

@@ -35,6 +35,16 @@ from .openapi import openapi
 log = logging.getLogger("sca_progress.http")
 
 
+#: Longest URL answered (a key is at most 255 bytes; query parameters are few).
+MAX_URI_BYTES = 8192
+#: Most bytes of request headers answered (Tornado reads up to MAX_HEADER_BYTES,
+#: server/app.py, so that anything between gets a 414 or 431, not a cut connection).
+MAX_HEADERS_BYTES = 32768
+
+#: How much of a chunked body over the limit is read (and dropped) so that its
+#: 413 reaches the client, in multiples of the limit.
+DISCARD_FACTOR = 4
+
 #: Answers shorter than this are sent as they are (gzip would not pay).
 GZIP_MIN_BYTES = 1024
 
@@ -66,6 +76,10 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         self.grant = OPEN
+        if len(self.request.uri) > MAX_URI_BYTES:
+            raise tornado.web.HTTPError(414, "the URL is longer than %d bytes (a key is at most 255)", MAX_URI_BYTES)
+        if sum(len(k) + len(v) for k, v in self.request.headers.get_all()) > MAX_HEADERS_BYTES:
+            raise tornado.web.HTTPError(431, "the request's headers are larger than %d bytes", MAX_HEADERS_BYTES)
         if self.request.method in ("POST", "DELETE", "PUT", "PATCH"):
             self._same_origin_only()
         if not self.public and self.request.method != "OPTIONS":
@@ -123,10 +137,23 @@ class BaseHandler(tornado.web.RequestHandler):
                 self.set_header("Retry-After", "1")
         elif isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:
             body = {"code": f"http-{status_code}", "message": exc.log_message % exc.args}
+        elif status_code == 405:
+            body = {"code": "http-405", "message": f"{self.request.method} is not allowed here; "
+                                                   f"allowed: {', '.join(self.allowed_methods())}"}
         else:
             body = {"code": f"http-{status_code}", "message": self._reason}
         self.set_header("Content-Type", "application/json")
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
+        if getattr(self, "_too_large", False):
+            self.set_header("Connection", "close")  # the body is not read: the connection ends
         self.finish(orjson.dumps({"error": body}))
+
+    def allowed_methods(self) -> list[str]:
+        """The methods this handler answers (for 405's Allow header)."""
+        base = tornado.web.RequestHandler
+        return [m for m in self.SUPPORTED_METHODS
+                if getattr(type(self), m.lower(), None) is not getattr(base, m.lower(), None)]
 
     def log_exception(self, typ, value, tb) -> None:
         uri = redacted_uri(self.request)
@@ -143,22 +170,56 @@ class BaseHandler(tornado.web.RequestHandler):
 
 @tornado.web.stream_request_body
 class BodyHandler(BaseHandler):
-    """Reads a JSON body, refusing one larger than the limit (413) before it is all in."""
+    """Reads a JSON body, refusing one larger than the limit (413) before it is all in.
+
+    Keep-alive: a request refused before its body is read (401, 403) keeps its
+    connection usable only if the body is still read off the connection; so
+    such a refusal waits until the body is in (and is dropped unread) and is
+    raised by the handler's method.  A body whose Content-Length is over the
+    limit is not read: its 413 says `Connection: close`, and the connection
+    is closed after it.  A chunked body (no length) is refused once it passes
+    the limit: the rest is read and dropped, so the 413 reaches the client
+    (closing a connection with unread data makes TCP reset it, answer and
+    all), up to DISCARD_FACTOR times the limit, past which the connection is
+    simply closed.
+    """
 
     def prepare(self) -> None:
-        super().prepare()
         self._chunks: list[bytes] = []
         self._size = 0
         self._limit = self.engine.limits.max_body_bytes
+        self._refusal: ProgressError | None = None
+        self._too_large = False
         length = self.request.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > self._limit:
-            raise TooLarge(f"the body is larger than {self._limit} bytes")
+            self._refuse_too_large()
+            return
+        try:
+            super().prepare()
+        except ProgressError as e:
+            # Raised once the body is in: by the method Tornado then calls.
+            self._refusal = e
+            setattr(self, self.request.method.lower(), self._refused)
+
+    async def _refused(self, *_args) -> None:
+        raise self._refusal
+
+    def _refuse_too_large(self) -> None:
+        self._too_large = True
+        self.send_error(413, exc_info=(TooLarge, TooLarge(f"the body is larger than {self._limit} bytes"), None))
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
-        if self._size > self._limit:
-            raise TooLarge(f"the body is larger than {self._limit} bytes")
-        self._chunks.append(chunk)
+        if self._size <= self._limit:
+            if self._refusal is None:
+                self._chunks.append(chunk)
+            return
+        if self._refusal is None or not isinstance(self._refusal, TooLarge):
+            self._chunks = []
+            self._refusal = TooLarge(f"the body is larger than {self._limit} bytes")
+            setattr(self, self.request.method.lower(), self._refused)
+        if self._size > DISCARD_FACTOR * self._limit:
+            self.request.connection.stream.close()
 
     def json_body(self):
         body = b"".join(self._chunks)
@@ -184,6 +245,10 @@ class HealthHandler(BaseHandler):
 
 class NodeHandler(BodyHandler):
     """/status/<key>: one node."""
+
+    async def head(self, key: str = TOP) -> None:
+        """GET's headers (Tornado sends no body for HEAD)."""
+        await self.get(key)
 
     async def get(self, key: str = TOP) -> None:
         self.grant.check_read(key)

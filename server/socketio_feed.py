@@ -26,6 +26,7 @@ import engineio.packet
 import orjson
 import socketio
 import socketio.packet
+import tornado.websocket
 
 from sca_progress.engine import ProgressError
 from sca_progress.engine.errors import Unauthorized
@@ -100,6 +101,30 @@ class SioSink:
             await self.sio.eio.send_packet(eio_sid, pkt)
 
 
+def socketio_handler(sio: socketio.AsyncServer, cors_origins: list[str]):
+    """The Tornado handler of /socket.io/: python-socketio's, with two changes.
+
+    - A websocket from another site is refused at the handshake (403): the
+      stock handler let any origin upgrade when no origin list was given, and
+      engine.io then refused it silently, leaving the socket open.
+    - No permessage-deflate: with it, every frame is compressed once per
+      socket, which undoes sending one encoded frame to every subscriber of a
+      key (server/feed.py).
+    """
+    allowed = frozenset(cors_origins)
+
+    class Handler(socketio.get_tornado_handler(sio)):
+        def check_origin(self, origin: str) -> bool:
+            if origin in allowed:
+                return True
+            return tornado.websocket.WebSocketHandler.check_origin(self, origin)  # same origin only
+
+        def get_compression_options(self):
+            return None
+
+    return Handler
+
+
 def make_socketio(service, cors_origins: list[str] | None = None) -> socketio.AsyncServer:
     """The socket.io server of *service* (whose hub follows the subscriptions)."""
     sio = socketio.AsyncServer(async_mode="tornado", serializer=_TextPacket, json=_OrjsonForSocketio,
@@ -107,6 +132,7 @@ def make_socketio(service, cors_origins: list[str] | None = None) -> socketio.As
                                logger=False, engineio_logger=False)
     subscriptions: dict[str, dict[str, Subscription]] = {}
     grants: dict[str, Grant] = {}
+    locks: dict[str, asyncio.Lock] = {}
     expiries: dict[str, asyncio.Task] = {}
 
     def hub_of() -> Hub:
@@ -131,13 +157,24 @@ def make_socketio(service, cors_origins: list[str] | None = None) -> socketio.As
             raise socketio.exceptions.ConnectionRefusedError(e.as_dict()) from None
         grants[sid] = grant
         subscriptions[sid] = {}
+        locks[sid] = asyncio.Lock()
         if grant.expires != float("inf"):
             expiries[sid] = asyncio.create_task(expire(sid, grant.expires - time.time()))
 
     @sio.event
     async def subscribe(sid, key=None):
+        # One subscribe or unsubscribe of a client at a time: python-socketio
+        # runs each event in a task of its own, and two subscribes of one key
+        # racing each other used to leave one subscription behind for good.
+        lock = locks.get(sid)
+        if lock is None:  # not (or no longer) connected: nothing is allowed
+            return
+        async with lock:
+            await _subscribe(sid, key)
+
+    async def _subscribe(sid, key):
         grant = grants.get(sid)
-        if grant is None:  # not (or no longer) connected: nothing is allowed
+        if grant is None:
             return
         if not isinstance(key, str):
             await error(sid, "bad-key", "subscribe takes a key (a string)")
@@ -161,14 +198,21 @@ def make_socketio(service, cors_origins: list[str] | None = None) -> socketio.As
 
     @sio.event
     async def unsubscribe(sid, key=None):
-        sub = subscriptions.get(sid, {}).pop(key, None) if isinstance(key, str) else None
-        if sub is None:
-            await error(sid, "not-subscribed", f"no subscription to {key!r}")
+        lock = locks.get(sid)
+        if lock is None:
             return
-        await hub_of().remove(sub)
+        async with lock:
+            sub = subscriptions.get(sid, {}).pop(key, None) if isinstance(key, str) else None
+            if sub is None:
+                await error(sid, "not-subscribed", f"no subscription to {key!r}")
+                return
+            await hub_of().remove(sub)
 
     @sio.event
     async def disconnect(sid, reason=None):
+        # Not under the client's lock: a subscribe in flight sees the client
+        # gone when it is done, and drops what it made.
+        locks.pop(sid, None)
         grants.pop(sid, None)
         task = expiries.pop(sid, None)
         if task is not None and task is not asyncio.current_task():

@@ -81,14 +81,14 @@ async def engine(make_engine):
 @pytest.fixture
 async def server(redis_url, prefix):
     """The REST app on a free local port: (base URL, tornado Application)."""
-    from tornado.httpserver import HTTPServer
+    from sca_progress.server.app import http_server
     from tornado.netutil import bind_sockets
 
     from sca_progress.server.app import make_app
     from sca_progress.server.settings import Settings
 
     app = await make_app(Settings(redis_url=redis_url, prefix=prefix, host="127.0.0.1", port=0))
-    http = HTTPServer(app)
+    http = http_server(app)
     sockets = bind_sockets(0, "127.0.0.1")
     http.add_sockets(sockets)
     yield f"http://127.0.0.1:{sockets[0].getsockname()[1]}", app
@@ -144,7 +144,7 @@ async def amqp_names(amqp_url):
 @pytest.fixture
 async def ingest(redis_url, prefix, amqp_url, amqp_names):
     """The service consuming its own queue: (base URL, app, names)."""
-    from tornado.httpserver import HTTPServer
+    from sca_progress.server.app import http_server
     from tornado.netutil import bind_sockets
 
     from sca_progress.server.app import make_app
@@ -154,7 +154,7 @@ async def ingest(redis_url, prefix, amqp_url, amqp_names):
                         **amqp_names.settings())
     app = await make_app(settings)
     service = app.settings["service"]
-    http = HTTPServer(app)
+    http = http_server(app)
     sockets = bind_sockets(0, "127.0.0.1")
     http.add_sockets(sockets)
     from .amqp_support import wait_for

@@ -10,10 +10,9 @@ import pytest
 import socketio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from sca_progress.server.app import make_app
+from sca_progress.server.app import http_server, make_app
 from sca_progress.server.settings import Settings
 
 from .feed_clients import SioClient, SseReader
@@ -48,7 +47,7 @@ def auth(tok: str) -> dict:
 
 async def running(settings: Settings):
     app = await make_app(settings)
-    http = HTTPServer(app)
+    http = http_server(app)
     socks = bind_sockets(0, "127.0.0.1")
     http.add_sockets(socks)
     return f"http://127.0.0.1:{socks[0].getsockname()[1]}", app, http

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from sca_progress.engine import APPLIED, STALE, Engine, InvalidUpdate, NotFound, now_ms
+from sca_progress.engine import APPLIED, STALE, InvalidUpdate, NotFound, now_ms
 from sca_progress.engine.records import decode
 
 

@@ -286,3 +286,49 @@ setTimeout(() => {{ console.log("timeout"); process.exit(1); }}, 20000);
 
     seen = orjson.loads(out.strip().splitlines()[-1])
     assert seen[0] == ["snapshot", "_js.job"] and ["_js.job", "_js.job.a"] in [s[1] for s in seen[1:]]
+
+
+async def test_racing_subscribes_unsubscribes_and_disconnects_leave_nothing_behind(server, http):
+    """A client sending subscribe K twice before the first is done, mixed with
+    unsubscribes, then disconnecting, used to leave one subscription (channel,
+    watch marker refreshed for good) behind per duplicated key."""
+    from tornado.websocket import websocket_connect
+
+    base, app = server
+    hub = app.settings["service"].hub
+    for k in range(5):
+        await http("POST", f"{base}/status/_race.j{k}.a", {"progress": 0.5})
+    patterns = [["s0", "s0"], ["s1", "s1", "s1", "u1"], ["s2", "u2", "s2"], ["s3", "s4", "s3", "u4", "s4"]]
+    for pattern in patterns:
+        ws = await websocket_connect(base.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket")
+        await ws.read_message()  # engine.io open
+        await ws.write_message("40")
+        await ws.read_message()  # socket.io connect
+        for step in pattern:  # all at once: the server runs them concurrently
+            event = "subscribe" if step[0] == "s" else "unsubscribe"
+            await ws.write_message(f'42["{event}","_race.j{step[1]}"]')
+        await asyncio.sleep(0.3)
+        ws.close()
+    deadline = asyncio.get_running_loop().time() + 10
+    while hub.subscriptions() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    assert hub.subscriptions() == 0 and not hub.by_base
+    assert not hub.pubsub.channels and not getattr(hub.pubsub, "shard_channels", {})
+
+
+async def test_a_websocket_from_another_site_is_refused_at_the_handshake(server):
+    """Refused with 403 before the upgrade, not answered 101 and then left silent."""
+    from tornado.httpclient import HTTPClientError, HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    base, _ = server
+    url = base.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    with pytest.raises(HTTPClientError) as refused:
+        await websocket_connect(HTTPRequest(url, headers={"Origin": "https://evil.example"}))
+    assert refused.value.code == 403
+    ws = await websocket_connect(HTTPRequest(url, headers={"Origin": base}))  # same origin: fine
+    assert (await ws.read_message()).startswith("0{")  # engine.io open
+    ws.close()
+    ws = await websocket_connect(url)  # programs send no Origin: fine
+    assert (await ws.read_message()).startswith("0{")
+    ws.close()

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from sca_progress.engine import APPLIED, Engine, Limits, NotFound
+from sca_progress.engine import APPLIED, Limits, NotFound
 from sca_progress.server.settings import Settings
 
 from .test_auth import running, stopping

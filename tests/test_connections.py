@@ -1,0 +1,166 @@
+"""Error answers and keep-alive: a refused request never breaks the client's
+connection without saying so, and every error gets its JSON body.
+
+A raw HTTP/1.1 client here, so the test sees exactly what travels: whether
+an answer says `Connection: close`, and whether the next request on the same
+connection works.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from sca_progress.server.settings import Settings
+
+from .test_auth import SECRET, running, stopping, token
+
+
+class Raw:
+    """One keep-alive connection; request() -> (status, headers, body)."""
+
+    def __init__(self, base: str) -> None:
+        host, port = base.split("//")[1].split(":")
+        self.addr = (host, int(port))
+        self.reader = self.writer = None
+
+    async def open(self) -> "Raw":
+        self.reader, self.writer = await asyncio.open_connection(*self.addr)
+        return self
+
+    async def send(self, head: bytes, body: bytes = b"") -> None:
+        self.writer.write(head + body)
+        await self.writer.drain()
+
+    async def answer(self) -> tuple[int, dict, bytes]:
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
+        lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        body = await self.reader.readexactly(int(headers.get("content-length", 0)))
+        return int(lines[0].split()[1]), headers, body
+
+    async def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None):
+        lines = [f"{method} {path} HTTP/1.1", "Host: test"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if body or method in ("POST", "PUT"):
+            lines.append(f"Content-Length: {len(body)}")
+        await self.send(("\r\n".join(lines) + "\r\n\r\n").encode(), body)
+        return await self.answer()
+
+    async def closed(self) -> bool:
+        """True when the server has closed its side."""
+        try:
+            return await asyncio.wait_for(self.reader.read(1), 2) == b""
+        except asyncio.TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def usable_or_said_so(headers: dict) -> bool:
+    return headers.get("connection", "").lower() != "close"
+
+
+@pytest.fixture
+async def auth_server(redis_url, prefix):
+    base, app, http = await running(Settings(redis_url=redis_url, prefix=prefix, jwt_secret=SECRET))
+    yield base
+    await stopping(app, http)
+    await app.settings["service"].close()
+
+
+async def test_a_refused_request_keeps_the_connection_usable(auth_server):
+    """401 (no or a bad token) and 403 (scopes, a foreign Origin) on every method:
+    the same connection then serves the next request."""
+    body = orjson.dumps({"progress": 0.5})
+    good = {"Authorization": f"Bearer {token('write:_k read:_k')}", "Content-Type": "application/json"}
+    refusals = [
+        ("POST", "/status/_k.j.a", body, {}),
+        ("POST", "/status/_k.j.a", body, {"Authorization": "Bearer nonsense"}),
+        ("POST", "/status", orjson.dumps([{"key": "_k.j.a", "progress": 1}]), {}),
+        ("POST", "/status/_k.j.a", body, {**good, "Origin": "https://evil.example"}),
+        ("POST", "/status/_other.j.a", body, good),
+        ("GET", "/status/_k.j", b"", {}),
+        ("DELETE", "/status/_k.j", b"", {}),
+        ("POST", "/auth/ticket", b"", {}),
+    ]
+    conn = await Raw(auth_server).open()
+    try:
+        for method, path, data, headers in refusals:
+            status, got, answer = await conn.request(method, path, data, headers)
+            assert status in (401, 403), (method, path, status)
+            assert orjson.loads(answer)["error"]["code"], answer
+            if not usable_or_said_so(got):
+                assert await conn.closed()
+                conn.close()
+                conn = await Raw(auth_server).open()
+                continue
+            status, _, _ = await conn.request("POST", "/status/_k.j.a", body, good)
+            assert status == 200, (method, path)
+    finally:
+        conn.close()
+
+
+async def test_a_body_too_large_by_its_length_says_connection_close(server):
+    base, app = server
+    limit = app.settings["engine"].limits.max_body_bytes
+    conn = await Raw(base).open()
+    try:
+        await conn.send(f"POST /status/_big.j.a HTTP/1.1\r\nHost: t\r\nContent-Length: {limit + 1}\r\n\r\n".encode())
+        status, headers, body = await conn.answer()
+        assert status == 413 and orjson.loads(body)["error"]["code"] == "too-large"
+        assert headers["connection"].lower() == "close" and await conn.closed()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("path", ["/status/_big.j.a", "/status"])
+async def test_a_chunked_body_too_large_gets_its_413(server, path, caplog):
+    """No Content-Length to refuse it by: the rest of the body is read and dropped,
+    the 413 comes, the connection stays usable, and nothing stays pending."""
+    base, app = server
+    limit = app.settings["engine"].limits.max_body_bytes
+    conn = await Raw(base).open()
+    try:
+        await conn.send(f"POST {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        chunk = b"x" * 65536
+        for _ in range(limit // len(chunk) + 16):  # 5 MiB against a 4 MiB limit
+            await conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        await conn.send(b"0\r\n\r\n")
+        status, headers, body = await conn.answer()
+        assert status == 413 and orjson.loads(body)["error"]["code"] == "too-large"
+        assert usable_or_said_so(headers)
+        assert (await conn.request("GET", "/health"))[0] == 200
+    finally:
+        conn.close()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    conn = await Raw(base).open()  # the server still serves
+    assert (await conn.request("GET", "/health"))[0] == 200
+    conn.close()
+
+
+async def test_a_url_far_too_long_gets_414(server):
+    base, _ = server
+    conn = await Raw(base).open()
+    try:
+        status, headers, body = await conn.request("GET", "/status/_u." + "x" * 100_000)
+        assert status == 414 and orjson.loads(body)["error"]["code"] == "http-414"
+    finally:
+        conn.close()
+
+
+async def test_head_and_wrong_methods(server, http):
+    base, _ = server
+    await http("POST", f"{base}/status/_h.j.a", {"progress": 0.5})
+    conn = await Raw(base).open()
+    try:
+        await conn.send(b"HEAD /status/_h.j HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200") and b"application/json" in head
+        status, headers, body = await conn.request("PUT", "/status/_h.j", b"{}")
+        assert status == 405 and orjson.loads(body)["error"]["code"] == "http-405"
+        assert set(headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST", "DELETE"}
+    finally:
+        conn.close()
