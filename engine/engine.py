@@ -401,6 +401,7 @@ class Engine:
             raise reply
         found, flat = unpack(reply)
         if not found:
+            await self._drop_gc_mark(root)
             raise NotFound(f"no node {key!r}")
         if found == 2:
             return None
@@ -408,9 +409,25 @@ class Engine:
             await self.unlist_tree(root, now)
         return DeleteResult(key, keyed_records(root, flat, sort=True), now)
 
+    async def _drop_gc_mark(self, root: str) -> None:
+        """Undo delete()'s registration of *root* for garbage collection when it
+        has no garbage (a delete of nothing): keep the set of such trees exact."""
+        gc = self.keys.tree(root) + "gc"
+        with redis_errors():
+            if not await self.redis.llen(gc):
+                await self.redis.srem(self.keys.gc_trees, root)
+                if await self.redis.llen(gc):  # a delete queued some meanwhile
+                    await self.redis.sadd(self.keys.gc_trees, root)
+
     async def unlist_tree(self, root: str, now: int | None = None) -> None:
         """Remove a (deleted) tree from its namespace, and namespaces left empty
-        from theirs; a watched namespace's feed hears of each removal."""
+        from theirs; a watched namespace's feed hears of each removal.
+
+        A write may bring the tree (or a tree of an emptied namespace) back
+        between the delete and this: each removal is followed by a look at
+        what was removed, and whatever exists again is listed again.  (Its
+        writer lists it too, after creating it: whichever comes last, the
+        listing ends up agreeing with the trees that exist.)"""
         now = now or now_ms()
         self.namespaces.forget(root)
         for ns, child in namespace_chain(root):
@@ -424,6 +441,15 @@ class Engine:
                     _, _, left, watched = await pipe.execute()
                 if watched and self.feed_command:
                     await self.redis.execute_command(self.feed_command, base + "f", pack([now, [], child]))
+                if child == root:
+                    back = await self.redis.hexists(self.keys.records(root), "")
+                else:
+                    back = await self.redis.zcard(self.keys.ns(child)) > 0
+            if back:
+                for reply in await self.scripts.run(self.redis, self.namespaces.calls([root], now_ms())):
+                    if isinstance(reply, ProgressError):
+                        raise reply
+                return
             if left or ns == "":
                 return
 

@@ -42,6 +42,8 @@ log = logging.getLogger("sca_progress.service")
 EVENT_SWEEP_AGE_MS = 30_000
 #: How often the sweep looks (a SCAN of the keyspace: not too often).
 EVENT_SWEEP_INTERVAL_S = 120
+#: Most connections of the service's redis-py pool.
+REDIS_POOL_SIZE = 16
 #: How often recency-index writes that are due are flushed when no batch takes them.
 INDEX_FLUSH_S = 1.0
 
@@ -78,8 +80,13 @@ class Service:
             url = await asyncio.to_thread(self.embedded.start)
             log.info("no --redis-url: started an embedded Redis under %s (appendfsync %s)",
                      self.embedded.data_dir, s.appendfsync)
-        self.redis = aredis.from_url(url, socket_connect_timeout=5, socket_timeout=30,
-                                     health_check_interval=30)
+        # Reads and writes go through the engine's own connection (engine/link.py);
+        # this pool serves the rest (pub/sub, health, tickets, housekeeping) and
+        # is bounded: a burst waits for a connection instead of opening more.
+        pool = aredis.BlockingConnectionPool.from_url(url, max_connections=REDIS_POOL_SIZE, timeout=10,
+                                                      socket_connect_timeout=5, socket_timeout=30,
+                                                      health_check_interval=30)
+        self.redis = aredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         self.engine = Engine(self.redis, prefix=s.prefix, eta_window_ms=int(s.eta_window * 1000), feed=True,
                              limits=Limits(max_nodes_per_tree=s.max_nodes_per_tree))
         try:

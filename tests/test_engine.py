@@ -419,3 +419,50 @@ async def test_a_prefix_with_trees_of_an_older_format_is_refused(redis_client, p
     await redis_client.delete(f"{prefix}:{{_t.j}}:t")
     await make_engine()  # an empty prefix is marked as format 2
     assert await redis_client.get(f"{prefix}:format") == b"2"
+
+
+async def test_a_tree_written_while_it_is_deleted_stays_listed(engine):
+    """DELETE detaches the tree, then unlists it: a write in between creates the
+    tree anew, and the late unlisting must not hide it (it would then never
+    be listed, nor purged)."""
+    await post(engine, "_race.j1.a", progress=0.5)
+    await post(engine, "_race.j2.a", progress=0.5)
+    root = "_race.j1"
+    (reply,) = await engine.scripts.run(engine.redis, [("delete_subtree", [engine.keys.records(root)],
+                                                        [now_ms(), 60000, "", 0, "", ""])])
+    await post(engine, "_race.j1.b", progress=1)  # the write that races the delete: a new tree
+    await engine.unlist_tree(root)  # the delete's second step, late
+    assert sorted((await engine.read("_race"))["_children"]) == ["_race.j1", "_race.j2"]
+    await engine.delete("_race.j1")
+    await engine.delete("_race.j2")
+    await post(engine, "_race.j3.a", progress=1)  # a new tree of the namespace emptied meanwhile...
+    await engine.unlist_tree("_race.j2")  # ...and an unlisting that comes late
+    assert (await engine.read(""))["_children"] == ["_race"] and (await engine.read("_race"))["_children"] == [
+        "_race.j3"]
+
+
+async def test_refused_and_stale_updates_are_no_activity(make_engine, redis_client):
+    """A stale update (older ts) or a refused one moves no namespace index, and a
+    tree whose first update is refused is neither listed nor stored."""
+    from sca_progress.engine import Limits
+
+    engine = await make_engine(limits=Limits(max_nodes_per_tree=3))
+    engine.namespaces.refresh_ms = 0
+    await post(engine, "_act.old.a", progress=0.5, ts=100)
+    await post(engine, "_act.new.a", progress=0.5)
+    await engine.flush_index()
+    recency = await redis_client.zrange(engine.keys.ns_recent("_act"), 0, -1, withscores=True)
+    result = await engine.apply([("_act.old.a", {"progress": 0.1, "ts": 50}),   # stale
+                                 ("_act.full.a.b.c", {"progress": 1})])        # 4 nodes: refused
+    assert result.results[0] == STALE and result.results[1].code == "tree-full"
+    await engine.flush_index()
+    assert await redis_client.zrange(engine.keys.ns_recent("_act"), 0, -1, withscores=True) == recency
+    assert (await engine.read("_act"))["_children"] == ["_act.old", "_act.new"]
+    with pytest.raises(NotFound):
+        await engine.read("_act.full")
+
+
+async def test_deleting_nothing_leaves_no_garbage_mark(engine, redis_client):
+    with pytest.raises(NotFound):
+        await engine.delete("_nothing.j.a")
+    assert not await redis_client.sismember(engine.keys.gc_trees, "_nothing.j")

@@ -228,3 +228,20 @@ async def test_the_access_log_holds_errors_by_default(server, http, caplog):
     caplog.clear()
     assert (await http("POST", f"{base}/status/_al.j.a", {"progress": 1}))[0] == 200
     assert [r.getMessage()[:27] for r in caplog.records if r.name == "tornado.access"] == ["200 POST /status/_al.j.a (1"]
+
+
+async def test_a_burst_opens_few_redis_connections(server, http, redis_client):
+    """Reads and writes share the engine's one connection, and the rest of the
+    service uses a bounded pool: a burst of 300 concurrent requests leaves a
+    handful of connections, not one per request."""
+    import asyncio
+
+    from sca_progress.server.service import REDIS_POOL_SIZE
+
+    base, app = server
+    await http("POST", f"{base}/status/_burst.j.a", {"progress": 0.5})
+    before = len(await redis_client.client_list())
+    await asyncio.gather(*(http("POST" if i % 2 else "GET", f"{base}/status/_burst.j.a",
+                                {"progress": 0.5} if i % 2 else None) for i in range(300)))
+    await asyncio.gather(*(http("GET", f"{base}/health") for _ in range(100)))
+    assert len(await redis_client.client_list()) - before <= REDIS_POOL_SIZE
