@@ -8,6 +8,7 @@ crash is in the README ("Durability").
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -36,6 +37,45 @@ def redis_server_binary() -> str:
     return path
 
 
+class DataDirInUse(RuntimeError):
+    """Another process serves from this data directory."""
+
+
+class DataDirLock:
+    """An exclusive lock on a data directory (flock on '<dir>/sca-progress.lock'),
+    held for the life of the process that serves from it.  The file says who
+    holds it: pid, and once it listens, its URL."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "sca-progress.lock"
+        self._file = None
+
+    def acquire(self) -> None:
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise DataDirInUse(f"{self.path.parent} is in use by sca-progress ({holder}); stop it, or give "
+                               f"this one a --data-dir (and a --port) of its own") from None
+        self._file = f
+        self.say(f"pid {os.getpid()}")
+
+    def say(self, holder: str) -> None:
+        """Write who holds the lock (read by whoever is refused it)."""
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(holder)
+        self._file.flush()
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the file drops the lock
+            self._file = None
+
+
 class EmbeddedRedis:
     """A redis-server child process owning *data_dir*; ``url`` once started."""
 
@@ -49,13 +89,18 @@ class EmbeddedRedis:
         self.proc: subprocess.Popen | None = None
         self._sock_dir: str | None = None
         self.socket = ""
+        self.lock: DataDirLock | None = None
 
     @property
     def url(self) -> str:
         return f"unix://{self.socket}"
 
     def start(self, timeout: float = 15.0) -> str:
+        """Start redis-server; raises DataDirInUse (touching nothing) when another
+        process already serves from data_dir."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = DataDirLock(self.data_dir)
+        self.lock.acquire()
         sock = self.data_dir / "redis.sock"
         if len(str(sock)) > 100:  # unix socket paths are limited to ~107 bytes
             self._sock_dir = tempfile.mkdtemp(prefix="sca-progress-")
@@ -110,6 +155,9 @@ class EmbeddedRedis:
         if self._sock_dir:
             shutil.rmtree(self._sock_dir, ignore_errors=True)
             self._sock_dir = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: only what reached the append-only file survives."""

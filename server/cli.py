@@ -5,12 +5,14 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 
 import tornado.netutil
 import uvloop
 
+from sca_progress.engine.embedded import DataDirInUse
 from sca_progress.engine.errors import StoredFormatError
 
 from . import demo
@@ -49,6 +51,8 @@ async def serve(settings: Settings, with_demo: bool = False) -> None:
         server.add_sockets(sockets)
         port = sockets[0].getsockname()[1]
         log.info("listening on http://%s:%d", settings.host, port)
+        if service.embedded is not None:
+            service.embedded.lock.say(f"pid {os.getpid()}, http://{settings.host}:{port}")
         if with_demo:
             demo_task = demo.start_demo(settings.host, port)
         stop = asyncio.Event()
@@ -84,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             uvloop.run(serve(settings, with_demo=args.demo))
         except StoredFormatError as e:
             log.error("%s", e.message)
+            return 2
+        except DataDirInUse as e:
+            log.error("%s", e)
             return 2
     elif args.command == "demo":
         return demo.main(args)

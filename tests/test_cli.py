@@ -113,3 +113,23 @@ def test_sigterm_stops_cleanly(tmp_path, redis_url):
     assert proc.wait(30) == 0
     stop_service(proc)
     assert re.search(r"stopping", log())
+
+
+def test_a_second_service_on_the_same_data_dir_refuses_and_touches_nothing(tmp_path):
+    """The README's `serve --demo` typed while `serve` runs: the second process
+    exits at once with one line naming the first, and the first keeps serving."""
+    data = tmp_path / "data"
+    proc, base, _ = start_service(["--data-dir", str(data)])
+    try:
+        before = sorted(p.name for p in data.iterdir())
+        second = subprocess.run([sys.executable, "-m", "sca_progress.server.cli", "serve", "--port", "0",
+                                 "--host", "127.0.0.1", "--data-dir", str(data), "--demo"],
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2
+        errors = [line for line in second.stderr.splitlines() if line.strip()]
+        assert len(errors) == 1 and f"pid {proc.pid}, {base}" in errors[0] and "--data-dir" in errors[0], errors
+        assert sorted(p.name for p in data.iterdir()) == before
+        for i in range(40):  # the first one still answers every request
+            assert request("POST", f"{base}/status/_dd.j.a", {"progress": i / 40})[0] == 200
+    finally:
+        assert stop_service(proc) == 0
