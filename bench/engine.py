@@ -53,6 +53,7 @@ import redis.asyncio as aredis
 import uvloop
 
 from sca_progress.engine import Engine
+from sca_progress.engine.link import RedisLink
 
 from .common import PrivateRedis, machine, median
 
@@ -131,27 +132,25 @@ def chain_rounds(trees: int, depth: int, n_rounds: int) -> list[list[tuple[str, 
 # -- measuring -----------------------------------------------------------------
 
 class RoundTrips:
-    """Counts what this process sends to Redis and waits for: pipelines and
-    single commands."""
+    """Counts what this process sends to Redis and waits for: the engine's
+    link calls, redis-py pipelines and single commands."""
 
     def __init__(self) -> None:
         self.count = 0
         pipe, client = aredis.client.Pipeline, aredis.Redis
-        self._saved = (pipe.execute, client.execute_command)
+        self._saved = (pipe.execute, client.execute_command, RedisLink.execute)
         counter = self
 
-        async def execute(self, *a, **k):
-            counter.count += 1
-            return await counter._saved[0](self, *a, **k)
+        def counted(original):
+            async def call(self, *a, **k):
+                counter.count += 1
+                return await original(self, *a, **k)
+            return call
 
-        async def execute_command(self, *a, **k):
-            counter.count += 1
-            return await counter._saved[1](self, *a, **k)
-
-        pipe.execute, client.execute_command = execute, execute_command
+        pipe.execute, client.execute_command, RedisLink.execute = (counted(f) for f in self._saved)
 
     def close(self) -> None:
-        aredis.client.Pipeline.execute, aredis.Redis.execute_command = self._saved
+        aredis.client.Pipeline.execute, aredis.Redis.execute_command, RedisLink.execute = self._saved
 
 
 async def fresh_engine(server: PrivateRedis, **kw) -> tuple[Engine, aredis.Redis]:

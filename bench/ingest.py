@@ -36,7 +36,7 @@ import orjson
 import uvloop
 
 from .common import PrivateRedis, machine
-from .engine import workload
+from .engine import rounds, workload
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -136,8 +136,15 @@ async def run_service(server: PrivateRedis, names: dict, total: int, batch_size:
     return secs
 
 
-def messages_of(n: int) -> list[tuple[str, bytes]]:
-    return [(key, orjson.dumps(fields)) for key, fields in workload(2000, n)]
+def messages_of(n: int, shape: str = "a") -> list[tuple[str, bytes]]:
+    """n messages of the jobs' streams: shape a, every job's next update in
+    turn (a batch holds about one update per tree, as real traffic); shape c,
+    the streams shuffled together."""
+    if shape == "a":
+        ups = [u for r in rounds(2000, 123) for u in r][:n]
+    else:
+        ups = workload(2000, n)
+    return [(key, orjson.dumps(fields)) for key, fields in ups]
 
 
 async def one_setting(server: PrivateRedis, msgs: list, size: int, wait: float, repeats: int,
@@ -178,10 +185,12 @@ async def main() -> None:
     ap.add_argument("--messages", type=int, default=50_000)
     ap.add_argument("--publishers", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--shape", choices=("a", "c"), default="a",
+                    help="a: one update per tree per batch (every job in turn); c: the jobs' streams shuffled")
     ap.add_argument("--settings", default="500:0.02,2000:0.05,5000:0.1",
                     help="batch-size:batch-wait pairs to try")
     args = ap.parse_args()
-    msgs = messages_of(args.messages)
+    msgs = messages_of(args.messages, args.shape)
     server = PrivateRedis()
     rows = []
     try:
@@ -192,8 +201,8 @@ async def main() -> None:
         server.close()
     print()
     print(f"Machine: {machine()}; RabbitMQ on the same host; private Redis {server.version} (no persistence).")
-    print(f"Command: `python -m bench.ingest --messages {args.messages} --publishers {args.publishers} "
-          f"--repeats {args.repeats} --settings {args.settings}`\n")
+    print(f"Command: `python -m bench.ingest --shape {args.shape} --messages {args.messages} "
+          f"--publishers {args.publishers} --repeats {args.repeats} --settings {args.settings}`\n")
     print("Medians of the repeats; the service/drain ratio is each service run over the drain run beside it.\n")
     print("| batch size | batch wait | prefetch | bare drain msg/s | service msg/s | service / drain (runs) "
           "| service, no events msg/s | service, publishers running msg/s |")

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import struct
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -25,7 +24,7 @@ from .limits import Limits
 from .link import RedisLink
 from .namespaces import NamespaceIndex
 from .read import TreeReader
-from .records import FORMAT, decode, keyed_records
+from .records import FORMAT, decode, keyed_records, now_ms
 from .scripts import Scripts, pack, unpack
 from .errors import invalid as bad
 from .updates import encode_update
@@ -46,19 +45,24 @@ class Event:
     status: str
     start_time: int
     end_time: int
+    run_time: int | None = None  # when it first ran (left waiting); None: never did
 
     @property
     def duration_ms(self) -> int:
-        return self.end_time - self.start_time
+        """How long it ran: from run_time (else its first update) to its end.  A
+        step announced with progress 0 long before it starts is not counted as
+        running while it waited."""
+        return self.end_time - (self.run_time if self.run_time is not None else self.start_time)
 
     def as_dict(self) -> dict:
         return {"id": self.id, "key": self.key, "status": self.status, "start_time": self.start_time,
-                "end_time": self.end_time, "duration_ms": self.duration_ms}
+                "run_time": self.run_time, "end_time": self.end_time, "duration_ms": self.duration_ms}
 
     @classmethod
     def from_packed(cls, event_id: bytes, packed: bytes) -> "Event":
-        key, status, start, end = msgpack.unpackb(packed, raw=True)
-        return cls(event_id.decode(), key.decode(), status.decode(), int(start), int(end))
+        key, status, start, end, *began = msgpack.unpackb(packed, raw=True)
+        run = int(began[0]) if began and began[0] is not False else None
+        return cls(event_id.decode(), key.decode(), status.decode(), int(start), int(end), run)
 
 
 @dataclass
@@ -111,10 +115,6 @@ class DeleteResult:
     key: str
     changed: list[tuple[str, bytes]] = field(default_factory=list)
     now: int = 0
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Engine:

@@ -31,7 +31,7 @@ from .errors import NotFound, ProgressError, StorageUnavailable
 from .errors import invalid as bad
 from .errors import redis_errors
 from .keys import TOP, check_key, is_namespace, relative_key, tree_root
-from .records import decode
+from .records import decode, now_ms
 from .scripts import pack, unpack
 
 #: Most nodes read by one read_nodes.lua call.
@@ -58,6 +58,9 @@ class _Vanished(Exception):
 class TreeReader:
     def __init__(self, engine) -> None:
         self.engine = engine
+
+    def _clock(self) -> tuple:
+        return now_ms(), self.engine.eta_window_ms
 
     async def read(self, key: str, depth: int = 1, limit: int | None = None,
                    cursor: str | None = None, order: str = "first", fragments: bool = False) -> dict:
@@ -88,7 +91,7 @@ class TreeReader:
         lim = self.engine.limits.default_children_limit
         trees = [k for k in keys if not is_namespace(k)]
         replies = await self._run([(tree_root(k), ("k", relative_key(k, tree_root(k)))) for k in trees], lim, "")
-        out = [_loaded(r, k, tree_root(k), False).node for k, r in zip(trees, replies) if r is not False]
+        out = [_loaded(r, k, tree_root(k), False, self._clock()).node for k, r in zip(trees, replies) if r is not False]
         spaces = await self._namespaces([k for k in keys if is_namespace(k)], lim, "", "first")
         return out + [x.node for x in spaces if x is not None]
 
@@ -103,7 +106,7 @@ class TreeReader:
             rec = (await self._run([(root, ("k", relative_key(key, root)))], limit, cursor, lim.max_read_child_keys))[0]
             if rec is False:
                 raise NotFound(f"no node {key!r}")
-            top = _loaded(rec, key, tree_root(key), fragments)
+            top = _loaded(rec, key, tree_root(key), fragments, self._clock())
         frontier = [top]
         loaded, listed = 1, len(top.children)
         for _ in range(depth - 1):
@@ -141,17 +144,18 @@ class TreeReader:
                     requests.append((child, ("k", "")))
                     owners.append((parent, [child]))
         replies = await self._run(requests, limit, "", key_budget)
+        clock = self._clock()
         got: dict[str, _Loaded] = {}
         for (parent, keys), reply in zip(owners, replies):
             if parent.root is None:
                 if reply is not False:  # a tree deleted since the listing is left out
-                    got[keys[0]] = _loaded(reply, keys[0], keys[0], fragments)
+                    got[keys[0]] = _loaded(reply, keys[0], keys[0], fragments, clock)
                 continue
             if reply is False:
                 raise _Vanished()
             for child, rec in zip(keys, reply):
                 if rec is not False:
-                    got[child] = _loaded(rec, child, parent.root, fragments)
+                    got[child] = _loaded(rec, child, parent.root, fragments, clock)
         ns_loaded = await self._namespaces([c for _, c in namespaces], limit, "", "first")
         for (_, child), x in zip(namespaces, ns_loaded):
             if x is not None:
@@ -230,9 +234,10 @@ class TreeReader:
 
 
 
-def _loaded(rep: list, key: str, root: str, fragments: bool) -> _Loaded:
-    """A read_nodes reply as a node of the answer."""
-    node = decode(key, rep[0], fragments)
+def _loaded(rep: list, key: str, root: str, fragments: bool, clock: tuple) -> _Loaded:
+    """A read_nodes reply as a node of the answer; *clock* is (now, eta time
+    constant) in ms, for the eta of nodes that stalled (records.eta_of)."""
+    node = decode(key, rep[0], fragments, *clock)
     if not rep[2]:
         return _Loaded(key, node, root, rep[1])
     children = [f"{key}.{seg.decode()}" for seg in rep[4:]]

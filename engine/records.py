@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import struct
+import time
 
 import msgpack
 import orjson
@@ -35,40 +36,70 @@ _I = struct.Struct("<I")
 MAX_ETA_MS = 3.2e11
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class RecordFormatError(ValueError):
     """A record this version cannot read (written by an older one)."""
 
 
 def _head(raw: bytes) -> tuple:
-    """(start, p, upd, er, fin, nc), the position after the numbers, and the kind."""
+    """(start, p, upd, er, began, fin, nc), the position after the numbers, and the kind."""
     kind = raw[0]
     if kind == LEAF:
         h = _LEAF.unpack_from(raw)
-        return (h[4], h[5], h[6], h[7], h[10], 0), _LEAF.size, LEAF
+        return (h[4], h[5], h[6], h[7], h[8], h[10], 0), _LEAF.size, LEAF
     if kind == PARENT:
         h = _PARENT.unpack_from(raw)
-        return (h[4], h[5], h[6], h[7], h[16], h[14]), _PARENT.size, PARENT
+        return (h[4], h[5], h[6], h[7], h[8], h[16], h[14]), _PARENT.size, PARENT
     raise RecordFormatError(f"not a record of format {FORMAT} (kind byte {kind})")
 
 
-def eta_of(p: float, upd: float, rate: float) -> int | None:
+#: An eta needs this much evidence: progress observed over this long (since
+#: the node first ran), or this much progress made.  Two samples a moment
+#: apart say nothing about a long job: a job at 1.8 % whose weight-100 step
+#: had not started once claimed to end in 4 s.
+EVIDENCE_MS = 10_000
+EVIDENCE_PROGRESS = 0.05
+
+
+def eta_of(p: float, upd: float, rate: float, since: float, now: float | None = None,
+           tau: float | None = None) -> int | None:
     """The estimated completion time (ms) of a node at progress p whose rate of
-    progress (per ms) was last sampled at upd, or None."""
-    if rate > 0 and 0 < p < 1:  # NaN fails both
-        left = (1 - p) / rate
-        if left < MAX_ETA_MS:
-            return math.floor(upd + left + 0.5)
-    return None
+    progress (per ms) was last sampled at upd, observed since *since*; or None.
+
+    With *now* and *tau* (the rate's time constant, ms): a node that has not
+    changed since its eta passed is not about to finish.  Its rate then takes
+    one more sample, at now and of no progress, as the next change would
+    give it (so the longer it stalls, the slower the rate), and the eta moves
+    past now instead of lying in the past."""
+    if not (rate > 0 and 0 < p < 1):  # NaN fails both
+        return None
+    if upd - since < EVIDENCE_MS and p < EVIDENCE_PROGRESS:
+        return None
+    eta = upd + (1 - p) / rate
+    if now is not None and tau and now > eta:
+        dt, age = now - upd, now - since
+        a = max(1 - math.exp(-dt / tau), dt / age if age > 0 else 1.0)
+        if a >= 1:
+            return None
+        eta = now + (1 - p) / (rate * (1 - a))
+    if eta - upd >= MAX_ETA_MS:
+        return None
+    return math.floor(eta + 0.5)
 
 
-def decode(key: str, raw: bytes, fragments: bool = False) -> dict:
+def decode(key: str, raw: bytes, fragments: bool = False, now: float | None = None,
+           tau: float | None = None) -> dict:
     """The public JSON object of node *key* from its record.
 
     Client-field values (and msg) are stored as JSON text: they are parsed,
     or with *fragments* kept as ``orjson.Fragment`` (for a caller that only
-    serializes the result again).
+    serializes the result again).  *now* and *tau* (ms) let a stalled node's
+    eta move on (eta_of).
     """
-    (start, p, upd, rate, fin, nc), pos, kind = _head(raw)
+    (start, p, upd, rate, began, fin, nc), pos, kind = _head(raw)
     counts = None
     if kind == PARENT:
         (clen,) = _I.unpack_from(raw, pos)
@@ -100,7 +131,9 @@ def decode(key: str, raw: bytes, fragments: bool = False) -> dict:
         node["progress"] = p
     if fin == fin:
         node["end_time"] = int(fin)
-    eta = eta_of(p, upd, rate)
+    if began == began:
+        node["run_time"] = int(began)
+    eta = eta_of(p, upd, rate, began if began == began else start, now, tau)
     if eta is not None:
         node["eta"] = eta
     if counts is not None:

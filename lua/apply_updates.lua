@@ -36,7 +36,8 @@
       events    flat array id1, event1, ...: a node whose status became
                 finished, failed or canceled in this call; id is
                 '<key>@<end ms>' (full key), event a msgpack array
-                { key, status, start_time, end_time } (ms, full key)
+                { key, status, start_time, end_time, run_time|false } (ms,
+                full key; run_time: when the node first ran)
       created   the i of each tree whose root this call created
   Errors (before any write but node ids taken from a tree's counter):
     bad-batch <reason>          ARGV[4] malformed or not aligned with KEYS
@@ -140,7 +141,8 @@ if record_events then
     local id = full .. '@' .. sformat('%d', s[FIN])
     if not seen[id] then
       seen[id] = true
-      local event = cmsgpack.pack({ full, s[STATUS], s[START], s[FIN] })
+      local began = s[BEGAN]
+      local event = cmsgpack.pack({ full, s[STATUS], s[START], s[FIN], began == began and began or false })
       events[#events + 1] = id
       events[#events + 1] = event
       local box = outboxes[tree]

@@ -132,7 +132,7 @@ async def test_events_go_to_the_outbox_when_asked(engine):
     keys = [engine.keys.records("_t.j")]
     ups = [up(1, "a", status="finished")]
     _, _, events, _ = unpack(await call(engine, keys, batch(ups), now=5000, events=1))
-    assert events[0] == b"_t.j.a@5000" and msgpack.unpackb(events[1]) == ["_t.j.a", "finished", 5000, 5000]
+    assert events[0] == b"_t.j.a@5000" and msgpack.unpackb(events[1]) == ["_t.j.a", "finished", 5000, 5000, 5000]
     assert await engine.redis.hgetall(engine.keys.tree("_t.j") + "out") == {events[0]: events[1]}
 
 

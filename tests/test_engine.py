@@ -384,7 +384,7 @@ async def test_one_tree_per_call_gives_the_same_trees(redis_client, prefix, make
 
     def strip(n):
         return {k: (strip(v) if isinstance(v, dict) else [strip(x) for x in v] if k == "tasks" else v)
-                for k, v in n.items() if k not in ("start_time", "update_time", "eta")}
+                for k, v in n.items() if k not in ("start_time", "update_time", "run_time", "eta")}
 
     assert [strip(t) for t in trees[0]] == [strip(t) for t in trees[1]]
 
@@ -466,3 +466,44 @@ async def test_deleting_nothing_leaves_no_garbage_mark(engine, redis_client):
     with pytest.raises(NotFound):
         await engine.delete("_nothing.j.a")
     assert not await redis_client.sismember(engine.keys.gc_trees, "_nothing.j")
+
+
+async def test_honest_times(engine):
+    """run_time is when a node first ran (its first progress above 0, or status
+    running), not its first update; an eta needs evidence, and never lies in the
+    past: a node stalled past its eta gets a later one."""
+    await post(engine, "_ht.j.out", progress=0)  # announced, waiting
+    await asyncio.sleep(0.05)
+    assert "run_time" not in await engine.read("_ht.j.out")
+    await post(engine, "_ht.j.out", status="running")
+    ran = (await engine.read("_ht.j.out"))["run_time"]
+    await asyncio.sleep(0.02)
+    res = await engine.apply([("_ht.j.out", {"progress": 1, "status": "finished"})], events=True)
+    (ev,) = res.events
+    assert ev.run_time == ran and ev.duration_ms == ev.end_time - ran < ev.end_time - ev.start_time
+
+    await post(engine, "_ht.j.slow", progress=0.01)
+    await asyncio.sleep(0.05)
+    await post(engine, "_ht.j.slow", progress=0.02)  # 1 % in 50 ms: too little evidence
+    assert "eta" not in await engine.read("_ht.j.slow")
+    await post(engine, "_ht.j.fast", progress=0.1)
+    await asyncio.sleep(0.05)
+    await post(engine, "_ht.j.fast", progress=0.2)
+    fresh = await engine.read("_ht.j.fast")
+    assert fresh["update_time"] < fresh["eta"] < fresh["update_time"] + 10_000
+    await asyncio.sleep((fresh["eta"] - now_ms()) / 1000 + 0.3)  # stalled past it
+    later = await engine.read("_ht.j.fast")
+    assert "eta" not in later or later["eta"] > now_ms() - 50
+
+
+def test_a_stalled_nodes_eta_moves_past_now():
+    from sca_progress.engine.records import eta_of
+
+    # 0.5 done at t=100,000 ms after a start at 0, rate 5e-6/ms: due at 200,000.
+    assert eta_of(0.5, 100_000, 5e-6, 0) == 200_000
+    assert eta_of(0.5, 100_000, 5e-6, 0, now=150_000, tau=120_000) == 200_000  # not due yet: as it was
+    for now in (250_000, 500_000):
+        assert eta_of(0.5, 100_000, 5e-6, 0, now=now, tau=120_000) > now
+    # stalled for 80 minutes against a two-minute rate: no estimate at all, rather than a made-up one
+    assert eta_of(0.5, 100_000, 5e-6, 0, now=5_000_000, tau=120_000) is None
+    assert eta_of(0.01, 5_000, 2e-6, 0) is None  # 1 % in 5 s: too little evidence

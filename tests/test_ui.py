@@ -121,6 +121,22 @@ async def test_tree_page_follows_updates_without_reload(ui):
     await save_screenshot(ui.page, "tree.png")
 
 
+async def test_times_percentages_and_counts_say_what_they_mean(ui):
+    """No progress reads 0% (it counts as 0 in its parent); a waiting step runs no
+    clock; status chips keep one order; the page says what striped bars are."""
+    await ui.post("_m.job.z", {"status": "finished", "progress": 1})
+    await ui.post("_m.job.a", {"status": "running", "progress": 0.5})
+    await ui.post("_m.job.w", {"status": "waiting"})
+    await ui.post("_m.job.n", {"msg": "no status, no progress"})
+    await ui.open("/ui/_m.job")
+    await ui.expect(ui.part("_m.job", ".counts")).to_have_text("1 running1 waiting1 finished1 no status")
+    await ui.expect(ui.part("_m.job.n", ".percent")).to_have_text("0%")
+    await ui.expect(ui.bar("_m.job.n")).to_have_attribute("aria-valuenow", "0")
+    await ui.expect(ui.part("_m.job.w", ".times")).to_have_text("not started")
+    await ui.expect(ui.part("_m.job.a", ".times")).to_have_text(re.compile(r"^elapsed \d+s"))
+    await ui.expect(ui.page.locator("p.legend")).to_contain_text("Striped bars are overall progress")
+
+
 async def test_every_status_has_its_colour(ui):
     statuses = ["waiting", "running", "finished", "failed", "canceled", "paused", "thawing"]
     for i, status in enumerate(statuses):

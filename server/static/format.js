@@ -26,8 +26,9 @@ export function percent(progress) {
   return Math.floor(progress * 1000 + 1e-6) / 10;
 }
 
+/** A node without progress counts as 0 in its parent, so it shows as 0% too. */
 export function formatPercent(progress) {
-  return typeof progress === "number" ? `${percent(progress)}%` : "–";
+  return `${typeof progress === "number" ? percent(progress) : 0}%`;
 }
 
 /** A duration in ms as "45s", "3m 05s", "2h 07m" or "3d 4h". */
@@ -40,16 +41,40 @@ export function formatDuration(ms) {
   return `${Math.floor(s / 86400)}d ${Math.floor(s / 3600) % 24}h`;
 }
 
-/** "elapsed 1m 05s · ETA 2m 10s", "took 3m 00s", or "" for a node without times. */
+/**
+ * "elapsed 1m 05s · ETA 2m 10s", "took 3m 00s", "not started", or "" for a
+ * node without times.  Durations count from run_time, when the node first
+ * ran (left waiting), not from its first update: a step announced long
+ * before it starts has not been running all that while.
+ */
 export function formatTimes(node, now = serverNow()) {
   if (typeof node.start_time !== "number") return "";
-  if (typeof node.end_time === "number") return `took ${formatDuration(node.end_time - node.start_time)}`;
-  const parts = [`elapsed ${formatDuration(now - node.start_time)}`];
+  const ran = typeof node.run_time === "number" ? node.run_time : null;
+  if (typeof node.end_time === "number") return `took ${formatDuration(node.end_time - (ran ?? node.start_time))}`;
+  if (ran === null) return "not started";            // waiting: no clock runs yet
+  const parts = [`elapsed ${formatDuration(now - ran)}`];
   if (typeof node.eta === "number") {
-    const left = node.eta - now;
-    parts.push(left > 0 ? `ETA ${formatDuration(left)}` : "ETA any moment");
+    const left = node.eta - now;                     // the server keeps a stalled node's eta ahead of now
+    parts.push(left > 0 ? `ETA ${formatDuration(left)}` : "ETA due");
   }
   return parts.join(" · ");
+}
+
+/** The order status chips come in, whatever the order of a node's counts:
+ *  active first, then problems, then done; other statuses by name; "none" last. */
+const STATUS_ORDER = ["running", "waiting", "paused", "failed", "canceled", "finished"];
+
+export function sortedCounts(counts) {
+  const rank = (status) => {
+    if (status === "none") return [2, ""];
+    const known = STATUS_ORDER.indexOf(status);
+    return known >= 0 ? [0, String(known)] : [1, status];
+  };
+  return Object.entries(counts || {}).sort(([a], [b]) => {
+    const [ra, sa] = rank(a);
+    const [rb, sb] = rank(b);
+    return ra - rb || (sa < sb ? -1 : sa > sb ? 1 : 0);
+  });
 }
 
 export function lastSegment(key) {
@@ -64,7 +89,7 @@ export function nodeLabel(node) {
 
 /** Fields with a place of their own in a row; the rest are listed as the producer's fields. */
 const OWN_PLACE = new Set(["key", "name", "msg", "status", "progress", "ts", "tasks", "namespace",
-                           "start_time", "update_time", "end_time", "eta"]);
+                           "start_time", "update_time", "end_time", "eta", "run_time"]);
 
 /** [name, text] of every field a producer sent beyond the usual ones (weight included). */
 export function extraFields(node) {

@@ -4,8 +4,8 @@
 // Everything a producer sent goes into the page as text (textContent or an
 // attribute value), never as markup.  CSS classes come from our own lists.
 
-import { childCount, extraFields, formatPercent, formatTimes, lastSegment, nodeLabel, percent, statusClass }
-  from "./format.js";
+import { childCount, extraFields, formatPercent, formatTimes, lastSegment, nodeLabel, percent, sortedCounts,
+  statusClass } from "./format.js";
 
 /** A new element with a class and, optionally, text. */
 export function el(tag, className, text) {
@@ -99,7 +99,7 @@ export class NodeRow {
       const total = childCount(node) || 0;
       chips.push(el("span", "chip", `${total} ${total === 1 ? "tree" : "trees"}`));
     }
-    for (const [status, n] of Object.entries(node._status_counts || {})) {
+    for (const [status, n] of sortedCounts(node._status_counts)) {
       if (status === "none") {                        // children without a status: no colour
         chips.push(el("span", "chip", `${n} no status`));
       } else {
@@ -120,10 +120,13 @@ export class NodeRow {
       this.bar.setAttribute("aria-valuetext", formatPercent(node.progress));
       this.fill.style.width = `${value}%`;              // CSSOM: allowed by the page's CSP
     } else {
-      this.bar.removeAttribute("aria-valuenow");        // unknown: an indeterminate bar
-      this.bar.setAttribute("aria-valuetext", "no progress yet");
+      this.bar.setAttribute("aria-valuenow", "0");      // no progress yet: it counts as 0 in its parent
+      this.bar.setAttribute("aria-valuetext", "0% (no progress reported yet)");
       this.fill.style.width = "0";
     }
+    this.bar.title = parent
+      ? "Overall progress: its parts' progress, weighted (striped until done)"
+      : "Progress it reported";
     // A leaf's bar takes its status colour; a parent without a status keeps the accent.
     this.fill.className = node.status ? `fill ${statusClass(node.status)}` : "fill";
     this.percent.textContent = formatPercent(node.progress);

@@ -8,7 +8,7 @@
 import { uiPath } from "./api.js";
 import { childCount, olderThan } from "./format.js";
 import { ChildPages, ownFields } from "./pages.js";
-import { NodeRow, RowsView } from "./row.js";
+import { NodeRow, RowsView, el } from "./row.js";
 
 export const MAX_DEPTH = 4;
 
@@ -20,7 +20,10 @@ export class TreeView extends RowsView {
   constructor(container, key, options) {
     super(key, "tree", options);
     this.expanded = new Set();  // keys the user expanded: expanded again after a snapshot
-    container.replaceChildren(this.note, this.list);
+    const legend = el("p", "legend",
+      "Striped bars are overall progress: the weighted progress of a step's parts, striped until done. "
+      + "Solid bars are what a job reported. Times count from when a step first ran.");
+    container.replaceChildren(legend, this.note, this.list);
   }
 
   // -- the live feed ----------------------------------------------------------
