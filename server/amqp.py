@@ -38,6 +38,29 @@ H_ROUTING_KEY = "x-progress-original-routing-key"
 H_ITEMS = "x-progress-refused-items"
 
 
+class DeadLetterLog:
+    """A WARNING line per dead-lettered message (code, reason, routing key; never
+    the body), at most *burst* lines per *window* seconds: a flood of bad
+    messages must not flood the log too.  What was left out is counted in
+    the next line that gets through."""
+
+    def __init__(self, burst: int = 10, window: float = 10.0) -> None:
+        self.burst, self.window = burst, window
+        self._start, self._lines, self._skipped = 0.0, 0, 0
+
+    def note(self, code: str, reason: str, routing_key: str) -> None:
+        now = time.monotonic()
+        if now - self._start > self.window:
+            self._start, self._lines = now, 0
+        if self._lines >= self.burst:
+            self._skipped += 1
+            return
+        self._lines += 1
+        more = f" ({self._skipped} more dead letters not logged before this one)" if self._skipped else ""
+        self._skipped = 0
+        log.warning("dead-lettered a message to %r: %s: %s%s", routing_key, code, reason[:300], more)
+
+
 class AmqpLink:
     """Connects (retrying with capped backoff until the broker answers), declares the
     topology and hands every delivery to *on_delivery* (the consumer callback);
@@ -58,6 +81,7 @@ class AmqpLink:
         self.generation = 0
         self.state = "connecting"
         self._backlog: tuple[float, int | None] = (0.0, None)
+        self._dead_log = DeadLetterLog()
         self._connected = asyncio.Event()
 
     async def start(self) -> None:
@@ -118,9 +142,12 @@ class AmqpLink:
         log.info("AMQP connection re-established")
 
     def _on_close(self, *args) -> None:
-        if self.connection is not None and not self.connection.is_closed:
+        reason = args[1] if len(args) > 1 and args[1] else None
+        if self.state in ("closed", "stopped"):
+            log.info("AMQP connection closed")  # we asked for it
+        elif self.connection is not None and not self.connection.is_closed:
             self.state = "reconnecting"
-            log.warning("AMQP connection lost: %s", args[1] if len(args) > 1 else "")
+            log.warning("AMQP connection lost (%s); reconnecting", reason or "no reason given")
 
     async def stop_consuming(self) -> None:
         """Cancel the consumer: no new deliveries; those in hand can still be acknowledged."""
@@ -142,6 +169,7 @@ class AmqpLink:
                           items: list | None = None) -> None:
         """Republish *message* to the dead-letter exchange with why it was refused;
         returns once the broker confirmed it (raises otherwise)."""
+        self._dead_log.note(code, reason, message.routing_key or "")
         headers = dict(message.headers or {})
         headers.update({H_CODE: code, H_REASON: reason[:1000], H_EXCHANGE: message.exchange or "",
                         H_ROUTING_KEY: message.routing_key or ""})

@@ -96,7 +96,10 @@ async def test_ingest_many_messages_for_many_trees(ingest, amqp_url):
     assert app.settings["service"].batcher.dead_lettered == 0
 
 
-async def test_bad_messages_are_dead_lettered_with_their_reason(ingest, amqp_url):
+async def test_bad_messages_are_dead_lettered_with_their_reason(ingest, amqp_url, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="sca_progress.amqp")
     base, app, names = ingest
     async with Producer(amqp_url, names.exchange) as p:
         await p.send("_dl.job.a", {"progress": 0.5})
@@ -122,6 +125,10 @@ async def test_bad_messages_are_dead_lettered_with_their_reason(ingest, amqp_url
     job = await engine.read("_dl.job", depth=2)
     assert sorted(t["key"] for t in job["tasks"]) == ["_dl.job.a", "_dl.job.e", "_dl.job.h"]  # the good ones
     assert await queue_counts(amqp_url, names.queue) == (0, 1)  # nothing requeued in a loop
+    # Each dead letter is logged with its code, reason and routing key; never its body.
+    lines = [r.getMessage() for r in caplog.records if r.name == "sca_progress.amqp" and "dead-lettered" in r.getMessage()]
+    assert len(lines) == 6 and any("'_dl.job.c': bad-progress: progress must be" in line for line in lines)
+    assert not any("not json" in line for line in lines)
 
 
 async def test_completion_events(ingest, amqp_url, http):
@@ -220,3 +227,18 @@ async def test_message_that_keeps_failing_is_dead_lettered_after_bounded_retries
     assert 6 <= calls["n"] <= 8  # the batch, then the message alone, once per redelivery
     assert await _has(app, "_flaky.job.ok")
     assert await queue_counts(amqp_url, names.queue) == (0, 1)
+
+
+async def test_dead_letter_log_lines_are_rate_limited(caplog):
+    import logging
+
+    from sca_progress.server.amqp import DeadLetterLog
+
+    caplog.set_level(logging.WARNING, logger="sca_progress.amqp")
+    dead = DeadLetterLog(burst=2, window=0.2)
+    for i in range(5):
+        dead.note("bad-json", "the body is not JSON", f"_r.j{i}")
+    await asyncio.sleep(0.25)
+    dead.note("bad-key", "invalid key", "_r..x")
+    lines = [r.getMessage() for r in caplog.records if r.name == "sca_progress.amqp"]
+    assert len(lines) == 3 and "3 more dead letters not logged" in lines[2]

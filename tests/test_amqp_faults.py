@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 
 import orjson
-import pytest
 import redis.asyncio as aredis
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -214,7 +212,6 @@ async def _read(engine, key):
         return None
 
 
-@pytest.mark.skipif(os.environ.get("REQUIRE_AMQP") == "1", reason="the CI always has a broker")
 async def test_without_a_broker_the_service_keeps_retrying(redis_url, prefix, http):
     settings = Settings(redis_url=redis_url, prefix=prefix, amqp_url="amqp://guest:guest@127.0.0.1:1/")
     async with service(settings, wait=False) as app:

@@ -1,0 +1,172 @@
+"""Redis instructions per update, counted by callgrind: exact where timings scatter.
+
+    python -m bench.instructions [--jobs 500] [--rounds 123] [--baseline DIR]
+
+On the shared machines this project runs on, the same timing run twice can
+differ by 2x; valgrind's callgrind counts the instructions a redis-server
+executes instead, which repeat to within a fraction of a percent whatever
+else the machine does.  This starts redis-server (the PATH's) under
+callgrind, drives it through ``Engine`` and prints instructions per update:
+
+    (a) creation   the first half of shape (a)'s rounds (bench/engine.py):
+                   one update per tree per call, most creating nodes
+    (a) steady     the second half, the trees all there
+    (b) single     single-update calls of existing 5-node paths
+    read           depth-1 reads of a tree root
+
+Only the engine's script calls are counted (the namespace index calls are
+left out), from the first update after the counters are zeroed to the last.
+With --baseline DIR (a checkout of another version, e.g. a git worktree of an
+earlier commit), the same runs go through that version's engine too, and the
+table shows both.  Needs valgrind (Debian's `valgrind`).  Slow: callgrind
+runs Redis ~50x slower, so the defaults are smaller than bench.engine's.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from .common import free_port, machine
+
+WORKER = r'''
+import asyncio, json, sys
+sys.path.insert(0, sys.argv[1])
+import redis.asyncio as aredis
+from sca_progress.engine import Engine
+from bench.engine import one_per_tree_batches, rounds
+
+async def main(port, jobs, n_rounds):
+    r = aredis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=None)
+    e = Engine(r, prefix="ir")
+    await e.start()
+
+    async def counted(label, plans, n):
+        print(json.dumps({"zero": label}), flush=True)
+        assert sys.stdin.readline().strip() == "go"
+        for p in plans:
+            calls = p.calls[getattr(p, "n_index", 0):]  # the apply calls only
+            for reply in await e.scripts.run(r, calls):
+                assert not isinstance(reply, Exception), reply
+        print(json.dumps({"dump": label, "updates": n}), flush=True)
+        assert sys.stdin.readline().strip() == "go"
+
+    bs = one_per_tree_batches(rounds(jobs, n_rounds), 1000)
+    half = len(bs) // 2
+    plans = [e.plan(b, snapshots="none") for b in bs[:half]]
+    await counted("(a) creation", plans, sum(len(b) for b in bs[:half]))
+    plans = [e.plan(b, snapshots="none") for b in bs[half:]]
+    await counted("(a) steady", plans, sum(len(b) for b in bs[half:]))
+    keys = [f"_ir.t{t}.n0.n1.n2.leaf" for t in range(200)]
+    await e.apply([(k, {"progress": 0.1, "msg": "x", "status": "running"}) for k in keys])
+    plans = [e.plan([(k, {"progress": 0.2, "msg": "y"})], snapshots="updated") for k in keys]
+    await counted("(b) single", plans, len(keys))
+    print(json.dumps({"zero": "read"}), flush=True)
+    assert sys.stdin.readline().strip() == "go"
+    for _ in range(50):
+        await e.read("_ir.t1", depth=1)
+    print(json.dumps({"dump": "read", "updates": 50}), flush=True)
+    sys.stdin.readline()
+    if hasattr(e, "close"):  # a baseline from before the engine had its own connection has none
+        await e.close()
+    await r.aclose()
+
+asyncio.run(main(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
+'''
+
+
+def count(repo: str, jobs: int, n_rounds: int) -> dict[str, float]:
+    """Instructions per update of each run, for the engine of checkout *repo*."""
+    import json
+
+    import redis
+
+    port = free_port()
+    out_dir = tempfile.mkdtemp(prefix="bench-callgrind-")
+    server = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/cg.%p",
+                               shutil.which("redis-server") or "redis-server", "--port", str(port),
+                               "--save", "", "--appendonly", "no"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port)
+        for _ in range(600):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+
+        def callgrind(*args) -> None:
+            subprocess.run(["callgrind_control", *args, str(server.pid)], capture_output=True, check=False)
+
+        # The engine is imported from *repo* (its package dirs mapped as sca_progress).
+        pkg = tempfile.mkdtemp(prefix="bench-pkg-")
+        os.makedirs(f"{pkg}/sca_progress")
+        for part in ("engine", "lua", "server"):
+            os.symlink(os.path.join(repo, part), f"{pkg}/sca_progress/{part}")
+        env = {**os.environ, "PYTHONPATH": f"{pkg}:{repo}"}
+        worker = subprocess.Popen([sys.executable, "-c", WORKER, repo, str(port), str(jobs), str(n_rounds)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=repo)
+        result = {}
+        for line in worker.stdout:
+            msg = json.loads(line)
+            if "zero" in msg:
+                callgrind("-z")
+            else:
+                before = set(glob.glob(f"{out_dir}/cg.*"))
+                callgrind("-d")
+                for _ in range(100):
+                    new = set(glob.glob(f"{out_dir}/cg.*")) - before
+                    if new:
+                        break
+                    time.sleep(0.1)
+                time.sleep(0.5)
+                text = open(sorted(new, key=os.path.getmtime)[-1]).read()
+                total = int(re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M).group(1))
+                result[msg["dump"]] = total / msg["updates"]
+                print(f"  {os.path.basename(repo.rstrip('/'))}: {msg['dump']}: "
+                      f"{result[msg['dump']]:,.0f} instructions per update", flush=True)
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        worker.wait()
+        shutil.rmtree(pkg, ignore_errors=True)
+        return result
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=500)
+    ap.add_argument("--rounds", type=int, default=123)
+    ap.add_argument("--baseline", help="a checkout of another version, counted the same way")
+    args = ap.parse_args()
+    if not shutil.which("valgrind"):
+        raise SystemExit("valgrind is not on the PATH: apt-get install valgrind")
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sides = [("this version", here)] + ([("baseline", os.path.abspath(args.baseline))] if args.baseline else [])
+    counts = {label: count(repo, args.jobs, args.rounds) for label, repo in sides}
+    version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
+    print(f"\nMachine: {machine()}; redis-server {version} under callgrind.")
+    print(f"Command: `python -m bench.instructions --jobs {args.jobs} --rounds {args.rounds}"
+          + (" --baseline <checkout>`" if args.baseline else "`") + "\n")
+    head = "| run | " + " | ".join(f"{label}: instructions per update" for label, _ in sides)
+    print(head + (" | baseline / this |" if args.baseline else " |"))
+    print("|---|" + "---:|" * (len(sides) + (1 if args.baseline else 0)))
+    for run in counts["this version"]:
+        cells = [f"{counts[label].get(run, float('nan')):,.0f}" for label, _ in sides]
+        if args.baseline:
+            cells.append(f"{counts['baseline'].get(run, float('nan')) / counts['this version'][run]:.2f}x")
+        print(f"| {run} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
