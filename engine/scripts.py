@@ -167,9 +167,14 @@ class Scripts:
 
 
 def _missing(r) -> bool:
-    """A reply saying Redis does not have the script (or function) called."""
-    return isinstance(r, rex.NoScriptError) or (
-        isinstance(r, rex.ResponseError) and str(r).startswith(("NOSCRIPT", "Function not found")))
+    """A reply saying Redis does not have the script (or function) called.
+
+    redis-py's parser strips the error code ("Function not found"); the lean
+    link (engine/link.py) keeps the raw reply ("ERR Function not found")."""
+    if isinstance(r, rex.NoScriptError):
+        return True
+    text = str(r).removeprefix("ERR ") if isinstance(r, rex.ResponseError) else ""
+    return text.startswith(("NOSCRIPT", "Function not found"))
 
 
 def _reply(r):
