@@ -77,10 +77,10 @@ class TreeReader:
             raise bad("bad-order", "order must be 'first' or 'recent'")
         if order == "recent" and not is_namespace(key):
             raise bad("bad-order", "order=recent applies to namespaces only")
-        _check_cursor(cursor, order)
+        cursor = _check_cursor(cursor, order)
         for attempt in range(READ_ATTEMPTS):
             try:
-                return await self._read(key, depth, limit, cursor or "", order, fragments)
+                return await self._read(key, depth, limit, cursor, order, fragments)
             except _Vanished:
                 if attempt == READ_ATTEMPTS - 1:
                     raise StorageUnavailable("the tree kept changing under the read; try again") from None
@@ -248,12 +248,21 @@ def _loaded(rep: list, key: str, root: str, fragments: bool, clock: tuple) -> _L
     return _Loaded(key, node, root, rep[1], children)
 
 
-_CURSOR = {"first": re.compile(r"[0-9]{1,20}"), "recent": re.compile(r"[0-9]{1,20}:[0-9]{1,10}")}
+#: What a cursor looks like: a position or score, and for order=recent how many
+#: entries of that score were already returned.
+CURSOR_PATTERN = r"[0-9]{1,20}(:[0-9]{1,10})?"
+_CURSOR = re.compile(CURSOR_PATTERN)
 
 
-def _check_cursor(cursor: str | None, order: str) -> None:
-    if cursor and not _CURSOR[order].fullmatch(cursor):
+def _check_cursor(cursor: str | None, order: str) -> str:
+    """The cursor to resume from. Either form is accepted in either order: in
+    first-seen order positions are unique, so a skip count is ignored; in
+    recent order a bare score skips nothing."""
+    if not cursor:
+        return ""
+    if not _CURSOR.fullmatch(cursor):
         raise bad("bad-cursor", "cursor must be a value returned in _children_next")
+    return cursor.partition(":")[0] if order == "first" else cursor
 
 
 def _next_cursor(page: list, cursor: str, order: str) -> str:

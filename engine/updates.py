@@ -29,7 +29,7 @@ from .limits import MAX_WEIGHT, MIN_POSITIVE_WEIGHT, Limits
 
 #: Fields the server owns; clients may not set them.  ``key`` and ``ts`` are
 #: not stored as fields: ``key`` names the node, ``ts`` guards the update.
-SERVER_FIELDS = frozenset({"key", "start_time", "update_time", "end_time", "eta", "tasks"})
+SERVER_FIELDS = frozenset({"key", "start_time", "update_time", "end_time", "run_time", "eta", "tasks"})
 _NUMBER = (int, float)
 dumps = orjson.dumps
 

@@ -300,6 +300,8 @@ class NodeHandler(BodyHandler):
 class BatchHandler(NodeHandler):
     """/status: the top namespace (GET) and batch ingestion (POST)."""
 
+    delete = tornado.web.RequestHandler.delete  # the top namespace cannot be deleted: 405
+
     async def post(self) -> None:
         body = self.json_body()
         if not isinstance(body, list):

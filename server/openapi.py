@@ -2,11 +2,25 @@
 from __future__ import annotations
 
 from sca_progress.engine.keys import MAX_KEY_BYTES
+from sca_progress.engine.limits import MAX_WEIGHT, MIN_POSITIVE_WEIGHT, Limits
+from sca_progress.engine.read import CURSOR_PATTERN
+from sca_progress.engine.updates import SERVER_FIELDS
+
+_SEGMENT = r"[A-Za-z0-9_:@~-]{1,64}"
+_PLAIN = r"[A-Za-z0-9:@~-][A-Za-z0-9_:@~-]{0,63}"  # a segment not starting with '_'
+_AT_MOST_32 = r"(?=(?:[^.]+\.){0,31}[^.]+$)"
 
 KEY = {"name": "key", "in": "path", "required": True,
-       "description": "node key: dot-separated segments of [A-Za-z0-9_:@~-]; a key of '_' segments only is a namespace",
-       "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_:@~-]{1,64}(\.[A-Za-z0-9_:@~-]{1,64}){0,31}$",
-                  "maxLength": MAX_KEY_BYTES}}
+       "description": "node key: dot-separated segments of [A-Za-z0-9_:@~-]; a key of '_' segments only is a "
+                      "namespace",
+       "schema": {"type": "string", "pattern": rf"^{_SEGMENT}(\.{_SEGMENT}){{0,31}}$", "maxLength": MAX_KEY_BYTES}}
+
+#: A key that names a node of a tree (what can be written or deleted): at least
+#: one segment does not start with '_' (a key of '_' segments only is a namespace).
+TREE_KEY = {**KEY, "description": "node key of a tree: dot-separated segments of [A-Za-z0-9_:@~-], at least one "
+                                  "not starting with '_' (namespaces cannot be written or deleted)",
+            "schema": {"type": "string", "maxLength": MAX_KEY_BYTES,
+                       "pattern": rf"^{_AT_MOST_32}(?:_[A-Za-z0-9_:@~-]{{0,63}}\.)*{_PLAIN}(?:\.{_SEGMENT})*$"}}
 
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["code", "message"],
@@ -26,16 +40,33 @@ NODE = {"type": "object", "required": ["key"], "additionalProperties": True, "pr
     "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
     "_now": {"type": "integer"}, "_applied": {"type": "boolean"}, "_reason": {"type": "string"}}}
 
-UPDATE = {"type": "object", "additionalProperties": True, "properties": {
-    "progress": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
-    "weight": {"type": ["number", "null"], "minimum": 0, "maximum": 1_000_000},
-    "status": {"type": ["string", "null"], "minLength": 1, "maxLength": 64},
-    "msg": {"type": ["string", "null"]}, "name": {"type": ["string", "null"]},
-    "ts": {"type": ["number", "null"], "minimum": 0}}}
+_LIMITS = Limits()
+UPDATE = {
+    "type": "object", "additionalProperties": True, "maxProperties": _LIMITS.max_fields_per_update,
+    "description": f"any other field holds any JSON value; each value is at most {_LIMITS.max_value_bytes} "
+                   "bytes as JSON, and a string must be valid Unicode (no lone surrogates)",
+    "propertyNames": {"minLength": 1, "maxLength": _LIMITS.max_field_name_chars, "pattern": "^[^_]",
+                      "not": {"enum": sorted(SERVER_FIELDS)}},
+    "properties": {
+        "progress": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "weight": {"anyOf": [{"type": "null"}, {"const": 0},
+                             {"type": "number", "minimum": MIN_POSITIVE_WEIGHT, "maximum": MAX_WEIGHT}]},
+        "status": {"type": ["string", "null"], "minLength": 1, "maxLength": _LIMITS.max_status_chars},
+        "msg": {"type": ["string", "null"]}, "name": {"type": ["string", "null"]},
+        "ts": {"type": ["number", "null"], "minimum": 0}}}
+
+#: A batch item is checked on its own: one that is not an update with a key
+#: gets an error in its result, and the others still apply.
+BATCH_ITEM = {"description": "an Update with a string \"key\"; an item that is not one is answered with an "
+                             "error in its result (ok: false) and the rest of the batch still applies",
+              "examples": [{"key": "_portal.job1.stage_input.file1", "progress": 0.5}]}
 
 
 def _errors(*codes: int) -> dict:
-    return {str(c): {"description": "error", "content": {"application/json": {"schema": ERROR}}} for c in codes}
+    """The error answers of an operation: *codes*, and those any request may get
+    (414: a URL over 8 KiB, 431: headers over 32 KiB)."""
+    return {str(c): {"description": "error", "content": {"application/json": {"schema": ERROR}}}
+            for c in (*codes, 414, 431)}
 
 
 def openapi() -> dict:
@@ -63,23 +94,25 @@ def openapi() -> dict:
                     KEY,
                     {"name": "depth", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 16}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
-                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-                    {"name": "order", "in": "query", "schema": {"type": "string", "enum": ["first", "recent"]}}],
+                    {"name": "cursor", "in": "query", "description": "a value returned in _children_next",
+                     "schema": {"type": "string", "pattern": f"^({CURSOR_PATTERN})?$"}},
+                    {"name": "order", "in": "query", "description": "first: children in first-seen order; "
+                     "recent: a namespace's trees by last update, newest first (namespaces only: a tree node "
+                     "answers 400 bad-order)", "schema": {"type": "string", "enum": ["first", "recent"]}}],
                     "responses": {"200": {"description": "the node", **node}, **_errors(400, 401, 403, 404, 503)}},
-                "post": {"summary": "Apply one update", "parameters": [KEY], "requestBody": {
+                "post": {"summary": "Apply one update", "parameters": [TREE_KEY], "requestBody": {
                     "required": True, "content": {"application/json": {"schema": {
                         "$ref": "#/components/schemas/Update"}}}},
                     "responses": {"200": {"description": "the node's new state", **node},
                                   **_errors(400, 401, 403, 413, 429, 503)}},
-                "delete": {"summary": "Delete the subtree", "parameters": [KEY], "responses": {
+                "delete": {"summary": "Delete the subtree", "parameters": [TREE_KEY], "responses": {
                     "204": {"description": "deleted"}, **_errors(400, 401, 403, 404, 503)}}},
             "/status": {
                 "get": {"summary": "The top-level namespace", "responses": {
                     "200": {"description": "the namespace", **node}, **_errors(401, 403, 503)}},
                 "post": {"summary": "Apply a batch of updates", "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": {"type": "array", "maxItems": 10000, "items": {
-                        "allOf": [{"$ref": "#/components/schemas/Update"},
-                                  {"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}}]}}}}},
+                    "application/json": {"schema": {"type": "array", "maxItems": _LIMITS.max_batch_updates,
+                                                    "items": BATCH_ITEM}}}},
                     "responses": {"200": {"description": "a result per item, in input order", "content": {
                         "application/json": {"schema": {"type": "object", "required": ["results"], "properties": {
                             "_now": {"type": "integer"}, "results": {"type": "array", "items": {

@@ -68,6 +68,7 @@ async def keys_of(engine, prefix):
     (batch([up(1, "a", msg=b"")]), "bad-value"),
     (batch([up(1, "a", extra=["_x", b"1"])]), "reserved-field"),
     (batch([up(1, "a", extra=["start_time", b"1"])]), "reserved-field"),
+    (batch([up(1, "a", extra=["run_time", b"1"])]), "reserved-field"),
     (batch([up(1, "a", extra=["ts", b"1"])]), "reserved-field"),
     (batch([up(1, "a", extra=["key", b'"x"'])]), "reserved-field"),
     (batch([up(1, "a", extra=["progress", b"0.5"])]), "reserved-field"),  # it has its own slot

@@ -162,5 +162,7 @@ async def test_head_and_wrong_methods(server, http):
         status, headers, body = await conn.request("PUT", "/status/_h.j", b"{}")
         assert status == 405 and orjson.loads(body)["error"]["code"] == "http-405"
         assert set(headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST", "DELETE"}
+        status, headers, body = await conn.request("DELETE", "/status", b"")
+        assert status == 405 and "DELETE" not in headers["allow"] and "POST" in headers["allow"]
     finally:
         conn.close()

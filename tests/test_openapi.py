@@ -8,17 +8,29 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
     content_type_conformance,
+    negative_data_rejection,
+    positive_data_acceptance,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
+from sca_progress.engine.keys import is_namespace
 from sca_progress.server.openapi import openapi
 
 from .conftest import RUN_PREFIX
 from .procs import start_service, stop_service
 
-schema = schemathesis.openapi.from_dict(openapi()).exclude(path="/events/{key}")  # an endless stream
+# Data outside the document's limits (a batch over maxItems, a key over
+# maxLength) is refused with the status the document names for it: 413 for a
+# body too large, 414 for a URL too long; schemathesis's default list of
+# rejections lacks those two.
+_CONFIG = schemathesis.config.SchemathesisConfig.from_dict({"checks": {"negative_data_rejection": {
+    "expected-statuses": ["400", "401", "403", "404", "405", "406", "409", "413", "414", "415", "422", "428", "429"]}}})
+schema = schemathesis.openapi.from_dict(openapi(), config=_CONFIG).exclude(path="/events/{key}")  # an endless stream
 
 
 @pytest.fixture(scope="module")
@@ -41,5 +53,13 @@ def test_the_document_is_served(service_url):
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms(case, service_url):
-    case.call_and_validate(base_url=service_url, checks=[
-        not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance])
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+              response_headers_conformance, positive_data_acceptance, negative_data_rejection, unsupported_method,
+              allow_header_conformance]
+    query = case.query or {}
+    if query.get("order") == "recent" and not is_namespace((case.path_parameters or {}).get("key", "")):
+        # The one documented exception: order=recent applies to namespaces, and a
+        # tree node answers it with 400 bad-order (see the parameter's description);
+        # OpenAPI cannot tie a query parameter's values to the path's value.
+        checks.remove(positive_data_acceptance)
+    case.call_and_validate(base_url=service_url, checks=checks)

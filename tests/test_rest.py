@@ -120,11 +120,12 @@ async def test_paging_and_gzip(server, http):
     ("GET", "/status/_x.j?depth=99", None, 400, "bad-depth"),
     ("GET", "/status/_x.j?limit=0", None, 400, "bad-limit"),
     ("GET", "/status/_x.j?cursor=zz", None, 400, "bad-cursor"),
+    ("GET", "/status/_x.j?cursor=1:2:3", None, 400, "bad-cursor"),
     ("GET", "/status/_x.j.none", None, 404, "not-found"),
     ("GET", "/nowhere", None, 404, "http-404"),
     ("PUT", "/status/_x.j", b"{}", 405, "http-405"),
     ("DELETE", "/status/_x", None, 400, "namespace-key"),
-    ("DELETE", "/status", None, 400, "namespace-key"),
+    ("DELETE", "/status", None, 405, "http-405"),
 ])
 async def test_bad_input_gets_a_clear_error_and_changes_nothing(server, http, method, path, body, status, code):
     base, _ = server

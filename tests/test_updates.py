@@ -64,6 +64,7 @@ def test_null_removes():
     ({"_secret": 1}, "reserved-field"), ({"start_time": 1}, "reserved-field"), ({"eta": 1}, "reserved-field"),
     ({"tasks": []}, "reserved-field"), ({"key": "x"}, "reserved-field"), ({"update_time": 1}, "reserved-field"),
     ({"end_time": 1}, "reserved-field"),
+    ({"run_time": 1}, "reserved-field"),
     ({"ts": -1}, "bad-ts"), ({"ts": "1"}, "bad-ts"), ({"ts": math.inf}, "bad-ts"),
     ({"x" * 65: 1}, "bad-field-name"), ({"": 1}, "bad-field-name"),
     ({"big": 2 ** 70}, "bad-value"), ({"long": "x" * 9000}, "value-too-long"),

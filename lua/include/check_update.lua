@@ -13,8 +13,8 @@
 -- It becomes u = { seq, key, ts|false, progress, status, msg, extra|false },
 -- progress, status and msg false when absent, true when null.
 local UPDATE_FORMAT = '<I4Bc0ddBHc0I4c0I4c0'
-local RESERVED = { key = true, start_time = true, update_time = true, end_time = true, eta = true,
-                   tasks = true, ts = true, progress = true, status = true, msg = true }
+local RESERVED = { key = true, start_time = true, update_time = true, end_time = true, run_time = true,
+                   eta = true, tasks = true, ts = true, progress = true, status = true, msg = true }
 
 -- The update at pos and the position after it, or nil and why it is malformed.
 local function read_update(batch, pos)
