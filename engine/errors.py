@@ -100,6 +100,14 @@ def invalid(code: str, message: str) -> InvalidUpdate:
     return InvalidUpdate(message, code=code)
 
 
+def json_error(e: Exception) -> InvalidUpdate:
+    """The 400 for a body orjson could not parse (*e*, its JSONDecodeError)."""
+    if "depth limit" in str(e):
+        return InvalidUpdate("the body nests arrays and objects more than 1,024 levels deep (a field's value "
+                             "may nest at most 32)", code="value-too-deep")
+    return InvalidUpdate(f"the body is not JSON: {e}", code="bad-json")
+
+
 @contextmanager
 def redis_errors():
     """Redis calls inside: a lost or refused connection becomes StorageUnavailable,

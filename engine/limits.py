@@ -40,6 +40,9 @@ class Limits:
     max_field_name_chars: int = 64
     #: Longest field value once encoded as JSON, in bytes.
     max_value_bytes: int = 8192
+    #: Deepest nesting of arrays and objects in a field's value (1: a flat
+    #: array or object).  orjson parses at most 1,024 levels of a whole body.
+    max_value_depth: int = 32
     #: Longest `status` string, in characters.
     max_status_chars: int = 64
     #: Largest request body or AMQP message body, in bytes.

@@ -31,6 +31,7 @@ from .limits import MAX_WEIGHT, MIN_POSITIVE_WEIGHT, Limits
 #: not stored as fields: ``key`` names the node, ``ts`` guards the update.
 SERVER_FIELDS = frozenset({"key", "start_time", "update_time", "end_time", "run_time", "eta", "tasks"})
 _NUMBER = (int, float)
+_CONTAINERS = (list, dict)
 dumps = orjson.dumps
 
 
@@ -47,6 +48,15 @@ _LEN = struct.Struct("<I")
 _NAN = float("nan")
 _pack = partial(msgpack.packb, use_bin_type=False)
 
+
+
+def _depth(value) -> int:
+    """How deep arrays and objects nest in *value* (1: a flat one)."""
+    deepest, level = 0, [value]
+    while level:
+        deepest += 1
+        level = [v for c in level for v in (c.values() if type(c) is dict else c) if type(v) in _CONTAINERS]
+    return deepest
 
 def encode_update(key: str, fields: Mapping, limits: Limits) -> tuple[str, bytes]:
     """Check one update; return its tree root and its entry for apply_updates.lua
@@ -120,6 +130,9 @@ def encode_update(key: str, fields: Mapping, limits: Limits) -> tuple[str, bytes
                                                 f"to {MAX_WEIGHT}, not {value!r}")
                 elif name == "name" and type(value) is not str:
                     raise bad("bad-type", "name must be a string")
+                if type(value) in _CONTAINERS and _depth(value) > limits.max_value_depth:
+                    raise bad("value-too-deep", f"field {name!r} nests arrays and objects more than "
+                                                f"{limits.max_value_depth} levels deep")
                 try:
                     text = dumps(value)
                 except (TypeError, orjson.JSONEncodeError) as e:

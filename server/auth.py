@@ -3,7 +3,8 @@
 Off unless configured: ``--jwt-secret`` (HS256) or ``--jwt-public-key FILE``
 (RS256 or ES256, chosen by the key's type).  Only those algorithms are
 accepted; ``exp`` is required, ``nbf`` and (when configured) ``iss`` and
-``aud`` are checked.
+``aud`` are checked.  Dates (``exp``, ``nbf``, ``iat``) must be JSON numbers,
+and are checked with CLOCK_SKEW_S seconds of leeway for clocks that disagree.
 
 Scopes come from the ``scope`` claim (space-separated, OAuth style) or a
 ``scopes`` claim (a list):
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -35,6 +37,9 @@ from sca_progress.engine.errors import Forbidden, Unauthorized
 
 from .settings import Settings
 
+#: Seconds by which a token's exp and nbf may be off (clocks of the issuer and
+#: this server disagree): a token is refused CLOCK_SKEW_S seconds after exp.
+CLOCK_SKEW_S = 5
 log = logging.getLogger("sca_progress.auth")
 
 #: How long an SSE ticket may wait to be used, in ms.
@@ -119,7 +124,7 @@ class Authorizer:
         try:
             claims = jwt.decode(token, self.key, algorithms=self.algorithms, issuer=self.issuer,
                                 audience=self.audience, options={"require": ["exp"], "verify_aud": bool(self.audience)},
-                                leeway=5)
+                                leeway=CLOCK_SKEW_S)
         except jwt.ExpiredSignatureError:
             raise Unauthorized("the token has expired") from None
         except jwt.ImmatureSignatureError:
@@ -128,6 +133,11 @@ class Authorizer:
             raise Unauthorized(f"the token's algorithm is not accepted (only {', '.join(self.algorithms)})") from None
         except jwt.InvalidTokenError as e:
             raise Unauthorized(f"invalid token: {e}") from None
+        for claim in ("exp", "nbf", "iat"):
+            # PyJWT takes a numeric string for a date; RFC 7519 says NumericDate: a JSON number.
+            if claim in claims and (type(claims[claim]) not in (int, float) or not math.isfinite(claims[claim])):
+                raise Unauthorized(f"invalid token: the {claim} claim must be a number of seconds "
+                                   "since the epoch (a JSON number, not a string)")
         scopes = claims.get("scope", "")
         items = scopes.split() if isinstance(scopes, str) else []
         if isinstance(claims.get("scopes"), list):

@@ -85,6 +85,10 @@ async def test_rest_matrix(secured, http):
         (auth(token("read:_portal.job1", nbf=int(time.time()) + 600)), 401),  # not valid yet
         (auth(jwt.encode({"exp": int(time.time()) + 60, "scope": "read:*"}, None, algorithm="none")), 401),
         (auth(jwt.encode({"scope": "read:*"}, SECRET, algorithm="HS256")), 401),  # no exp
+        (auth(jwt.encode({"exp": str(int(time.time()) + 60), "scope": "read:*"}, SECRET)), 401),  # exp a string
+        (auth(token("read:*", nbf=str(int(time.time()) - 60))), 401),  # nbf a string
+        (auth(token("read:*", exp=-3)), 200),  # expired 3 s ago: within the 5 s leeway for clock skew
+        (auth(token("read:*", exp=-8)), 401),  # expired 8 s ago: beyond it
         (auth(token("read:_portal.job2")), 403),  # out of scope
         (auth(token("read:_portal.job10")), 403),  # a look-alike prefix is not a parent
         (auth(token("write:_portal.job1")), 403),  # write is not read

@@ -53,6 +53,14 @@ def test_null_removes():
     assert progress == -2 and slots == 2 + 3 * 2 + 9 and extra == [b"name", True]
 
 
+def nested(levels: int) -> list:
+    """An array nested *levels* deep ([] is one level)."""
+    value: list = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize("fields, expected", [
     ({"progress": 1.5}, "bad-progress"), ({"progress": -0.1}, "bad-progress"),
     ({"progress": math.nan}, "bad-progress"), ({"progress": math.inf}, "bad-progress"),
@@ -68,6 +76,7 @@ def test_null_removes():
     ({"ts": -1}, "bad-ts"), ({"ts": "1"}, "bad-ts"), ({"ts": math.inf}, "bad-ts"),
     ({"x" * 65: 1}, "bad-field-name"), ({"": 1}, "bad-field-name"),
     ({"big": 2 ** 70}, "bad-value"), ({"long": "x" * 9000}, "value-too-long"),
+    ({"deep": nested(33)}, "value-too-deep"), ({"deep": {"a": [{"b": [0] * 3}] * 2, "c": nested(300)}}, "value-too-deep"),
     ({f"f{i}": i for i in range(65)}, "too-many-fields"),
 ])
 def test_refused(fields, expected):
@@ -82,5 +91,6 @@ def test_keys():
 
 def test_accepted_edges():
     for fields in ({"progress": 0}, {"progress": 1}, {"weight": 0}, {"weight": 0.001}, {"weight": 1e6},
-                   {"status": "x" * 64}, {f"f{i}": i for i in range(64)}, {"ts": 0}, {}):
+                   {"status": "x" * 64}, {f"f{i}": i for i in range(64)}, {"ts": 0}, {},
+                   {"deep": nested(32)}, {"deep": {"a": [{"b": {"c": [1, [2]]}}]}}):
         encode_update("_p.j.a", fields, L)
