@@ -106,6 +106,8 @@ class RedisLink:
         self._waiting: collections.deque = collections.deque()
         self._watchdog: asyncio.Task | None = None
         self.name = ""
+        self.connects = 0  # connections opened (metrics: more than one is a reconnect)
+        self.failures = 0  # connections dropped by a failure (lost, timed out, refused)
 
     @classmethod
     def of(cls, client) -> "RedisLink":
@@ -174,6 +176,7 @@ class RedisLink:
         except (OSError, asyncio.TimeoutError) as e:
             raise rex.ConnectionError(f"cannot connect to redis: {e!r}") from e
         self._protocol = protocol
+        self.connects += 1
         if self.timeout and (self._watchdog is None or self._watchdog.done()):
             self._watchdog = asyncio.ensure_future(self._watch())
         if self._setup:
@@ -183,9 +186,11 @@ class RedisLink:
                     raise rex.AuthenticationError(str(reply))
         return protocol
 
-    def _fail(self, error: Exception) -> None:
+    def _fail(self, error: Exception, failure: bool = True) -> None:
         """Drop the connection: every call in flight fails with *error*."""
         protocol, self._protocol = self._protocol, None
+        if protocol is not None and failure:
+            self.failures += 1
         waiting, self._waiting = self._waiting, collections.deque()
         for entry in waiting:
             future = entry[2]
@@ -204,4 +209,4 @@ class RedisLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
             self._watchdog = None
-        self._fail(rex.ConnectionError("the link was closed"))
+        self._fail(rex.ConnectionError("the link was closed"), failure=False)

@@ -206,6 +206,10 @@ class AmqpLink:
         self._backlog = (time.monotonic(), count)
         return count
 
+    def cached_backlog(self) -> int | None:
+        """The last backlog() figure, without a round trip (None: not known)."""
+        return self._backlog[1]
+
     @property
     def connected(self) -> bool:
         return (self.connection is not None and not self.connection.is_closed and self._connected.is_set()

@@ -3,10 +3,20 @@ from __future__ import annotations
 
 import tornado.httpserver
 import tornado.web
-from tornado.log import access_log
 
-from .handlers import (BatchHandler, HealthHandler, NodeHandler, NotFoundHandler, OpenApiHandler, TicketHandler,
-                       redacted_uri)
+from .handlers import (
+    BatchHandler,
+    HealthHandler,
+    LiveHandler,
+    MetricsHandler,
+    NodeHandler,
+    NotFoundHandler,
+    OpenApiHandler,
+    ReadyHandler,
+    TicketHandler,
+    redacted_uri,
+)
+from .logs import request_logger
 from .service import Service
 from .settings import Settings
 from .socketio_feed import make_socketio, socketio_handler
@@ -15,30 +25,6 @@ from .ui import ui_routes
 
 #: A node key in a URL; the engine validates it (see engine/keys.py).
 KEY = r"([^/]+)"
-
-
-#: Requests slower than this are logged even with --access-log errors.
-SLOW_REQUEST_S = 1.0
-
-
-def request_logger(mode: str):
-    """Tornado's log_function for --access-log *mode*: "all" logs every request
-    (INFO below 400), "errors" only answers of 400 and up and requests slower
-    than SLOW_REQUEST_S, "off" none.  Python's logging costs ~15 % of the
-    server's CPU at a thousand requests a second (bench/README.md, "REST"),
-    which is why "errors" is the default.  Token and ticket values are
-    redacted from URLs."""
-
-    def log_request(handler: tornado.web.RequestHandler) -> None:
-        status = handler.get_status()
-        took = handler.request.request_time()
-        if mode == "off" or (mode == "errors" and status < 400 and took < SLOW_REQUEST_S):
-            return
-        log = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
-        log("%d %s %s (%s) %.2fms", status, handler.request.method, redacted_uri(handler.request),
-            handler.request.remote_ip, 1000.0 * took)
-
-    return log_request
 
 
 #: Most bytes of a request's start line and headers that Tornado reads: beyond
@@ -60,6 +46,9 @@ async def make_app(settings: Settings) -> tornado.web.Application:
     service.sio = make_socketio(service, origins)
     routes = [
         (r"/health", HealthHandler),
+        (r"/health/live", LiveHandler),
+        (r"/health/ready", ReadyHandler),
+        (r"/metrics", MetricsHandler),
         (r"/openapi.json", OpenApiHandler),
         (r"/status/?", BatchHandler),
         (rf"/status/{KEY}", NodeHandler),
@@ -76,5 +65,5 @@ async def make_app(settings: Settings) -> tornado.web.Application:
         service=service,
         engine=service.engine,
         cors_origins=frozenset(origins),
-        log_function=request_logger(settings.access_log),
+        log_function=request_logger(settings.access_log, service.metrics, redacted_uri),
     )

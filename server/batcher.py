@@ -30,6 +30,7 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
 from sca_progress.engine import InvalidUpdate, ProgressError, StorageUnavailable, TooLarge, check_key
+from sca_progress.engine.errors import json_error
 
 log = logging.getLogger("sca_progress.batcher")
 
@@ -48,7 +49,7 @@ def parse_message(routing_key: str, body: bytes, limits) -> list[tuple[str, dict
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        raise InvalidUpdate(f"the body is not JSON: {e}", code="bad-json") from None
+        raise json_error(e) from None
     if isinstance(data, dict):
         if "key" in data:
             raise InvalidUpdate("a single update takes its key from the routing key; "
@@ -84,10 +85,18 @@ class Batcher:
         self.applied = 0  # messages acknowledged after their updates were applied
         self.dead_lettered = 0
         self.batches = 0
+        self.redeliveries = 0  # deliveries the broker flagged as redelivered
+        self._in_batch = 0  # messages of the batch being applied
+
+    def in_hand(self) -> int:
+        """Messages delivered to this process and not acknowledged yet."""
+        return self.inbox.qsize() + self._in_batch
 
     async def deliver(self, message: AbstractIncomingMessage) -> None:
         """The consumer callback: only queues the delivery, with the generation of
         the channel it came on."""
+        if message.redelivered:
+            self.redeliveries += 1
         self.inbox.put_nowait((self.link.generation, message))
 
     async def run(self) -> None:
@@ -130,6 +139,7 @@ class Batcher:
         if not live:
             return
         self.batches += 1
+        self._in_batch = len(live)
         try:
             await self._apply(live)
         except StorageUnavailable:
@@ -155,6 +165,8 @@ class Batcher:
                     if self.link.generation != generation or not self.link.connected:
                         return
                     await self._failed(message, e1)
+        finally:
+            self._in_batch = 0
 
     async def _apply(self, messages: list[AbstractIncomingMessage], multiple: bool = True) -> None:
         """Apply the messages' updates (retrying while Redis is down), dead-letter the
@@ -166,6 +178,7 @@ class Batcher:
                 ups = parse_message(message.routing_key or "", message.body, limits)
             except InvalidUpdate as e:
                 refused[i] = (e.code, e.message, None)
+                self.service.metrics.refuse("amqp", e.code)
                 spans.append((len(updates), len(updates)))
                 continue
             spans.append((len(updates), len(updates) + len(ups)))

@@ -15,7 +15,7 @@ import uvloop
 from sca_progress.engine.embedded import DataDirInUse
 from sca_progress.engine.errors import StoredFormatError
 
-from . import demo
+from . import demo, logs
 from .app import http_server, make_app
 from .settings import Settings
 
@@ -80,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_arguments(sub.add_parser("demo", help="run a simulated job against a running service (REST)"))
     args = parser.parse_args(argv)
     settings = Settings.load(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     if args.command == "serve":
         try:
             uvloop.run(serve(settings, with_demo=args.demo))

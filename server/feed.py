@@ -28,6 +28,7 @@ back, every subscription gets a fresh snapshot.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections import defaultdict
@@ -35,8 +36,15 @@ from typing import Protocol
 
 import orjson
 from redis import exceptions as rex
-
-from sca_progress.engine import NotFound, ProgressError, StorageUnavailable, check_key, is_namespace, now_ms, tree_root
+from sca_progress.engine import (
+    NotFound,
+    ProgressError,
+    StorageUnavailable,
+    check_key,
+    is_namespace,
+    now_ms,
+    tree_root,
+)
 from sca_progress.engine.keys import TOP
 from sca_progress.engine.records import decode, keyed_records, record_update_time
 from sca_progress.engine.scripts import unpack
@@ -74,6 +82,9 @@ class Frame:
 
 class Sink(Protocol):
     """Where a subscription's events go: a socket.io client or an SSE stream."""
+
+    #: "socketio" or "sse" (metrics label).
+    transport: str
 
     def busy(self) -> bool:
         """True while earlier events have not reached the client yet."""
@@ -134,6 +145,7 @@ class Hub:
         self._lock = asyncio.Lock()
         self.sharded = self.engine.feed_command == "SPUBLISH"
         self.stopped = asyncio.Event()  # set by close(): SSE streams end
+        self.sent: collections.Counter = collections.Counter()  # events sent, by transport (metrics)
         self._streams = 0  # SSE handlers running: close() waits for them
         self._no_streams = asyncio.Event()
         self._no_streams.set()
@@ -226,7 +238,7 @@ class Hub:
     def subscriptions(self) -> int:
         return sum(len(g.subs) for groups in self.by_base.values() for g in groups.values())
 
-    def _all(self):
+    def all_subscriptions(self):
         for groups in self.by_base.values():
             for group in groups.values():
                 yield from group.subs
@@ -250,7 +262,7 @@ class Hub:
         if self._connects > 1:
             log.warning("pub/sub connection re-established: resynchronising %d subscriptions",
                         self.subscriptions())
-            for sub in self._all():
+            for sub in self.all_subscriptions():
                 sub.resync = True
 
     async def _snapshot(self, sub: Subscription) -> None:
@@ -264,6 +276,7 @@ class Hub:
         except NotFound:
             node = None  # not there yet: updates follow when it appears
         await sub.sink.send("snapshot", {"key": sub.key, "node": node, "_now": now_ms()})
+        self.sent[sub.sink.transport] += 1
         shown = {}
         stack = [node] if node else []
         while stack:
@@ -295,7 +308,7 @@ class Hub:
                 raise
             except (rex.ConnectionError, rex.TimeoutError, OSError) as e:
                 log.warning("pub/sub connection lost (%s); retrying in %.1f s", e, delay)
-                for sub in self._all():
+                for sub in self.all_subscriptions():
                     sub.resync = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5)
@@ -389,10 +402,12 @@ class Hub:
                             update = Frame("update", {"key": group.key, "nodes": nodes, "_now": now}) if nodes else False
                         if update:
                             await sub.sink.send_frame(update)
+                            self.sent[sub.sink.transport] += 1
                         if removed:
                             if gone is None:
                                 gone = Frame("removed", {"key": group.key, "removed": removed, "_now": now})
                             await sub.sink.send_frame(gone)
+                            self.sent[sub.sink.transport] += 1
                     except ProgressError as e:  # Redis trouble: try again next tick
                         log.warning("feed of %r: %s", sub.key, e.message)
                         sub.resync = True
@@ -416,9 +431,11 @@ class Hub:
             nodes = await self._nodes(sub, backlog, decoded, children)
             if nodes:
                 await sub.sink.send("update", {"key": sub.key, "nodes": nodes, "_now": now})
+                self.sent[sub.sink.transport] += 1
         if sub.removed:
             removed, sub.removed = sub.removed, []
             await sub.sink.send("removed", {"key": sub.key, "removed": removed, "_now": now})
+            self.sent[sub.sink.transport] += 1
 
     async def _nodes(self, who, pending: dict, decoded: dict, children: dict) -> list:
         """The nodes of pending changes, ancestors first: decoded records of a

@@ -19,17 +19,18 @@ from __future__ import annotations
 import gzip
 import logging
 import re
+import secrets
 
 import orjson
 import tornado.web
-
 from sca_progress.engine import APPLIED, STALE, ProgressError, TooLarge, now_ms
-from sca_progress.engine.errors import Forbidden
+from sca_progress.engine.errors import Forbidden, json_error
 from sca_progress.engine.errors import invalid as bad
 from sca_progress.engine.keys import TOP
 from sca_progress.engine.records import decode
 
 from .auth import OPEN, TICKET_TTL_MS, bearer
+from .metrics import CONTENT_TYPE
 from .openapi import openapi
 
 log = logging.getLogger("sca_progress.http")
@@ -60,11 +61,18 @@ def redacted_uri(request) -> str:
     return _SECRET_PARAMS.sub(r"\1[redacted]", uri)
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
 class BaseHandler(tornado.web.RequestHandler):
     """JSON in, JSON out; ProgressErrors become their HTTP status."""
 
     #: Routes anyone may call, even with auth on.
     public = False
+    #: The route's name in metrics (server/metrics.py).
+    route = "other"
+    #: The error code of the answer, when it is an error (metrics).
+    error_code = ""
 
     @property
     def engine(self):
@@ -95,7 +103,20 @@ class BaseHandler(tornado.web.RequestHandler):
                 and origin != f"{self.request.protocol}://{self.request.host}"):
             raise Forbidden(f"cross-origin request from {origin} refused (see --cors-origins)")
 
+    @property
+    def request_id(self) -> str:
+        """The client's X-Request-Id when it sends a sane one, else a new one;
+        answered in X-Request-Id and logged with the request."""
+        rid = self.__dict__.get("_request_id")
+        if rid is None:
+            rid = self.request.headers.get("X-Request-Id", "")
+            if not _REQUEST_ID.fullmatch(rid):
+                rid = secrets.token_hex(8)
+            self._request_id = rid
+        return rid
+
     def set_default_headers(self) -> None:
+        self.set_header("X-Request-Id", self.request_id)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         origin = self.request.headers.get("Origin")
@@ -142,6 +163,7 @@ class BaseHandler(tornado.web.RequestHandler):
                                                    f"allowed: {', '.join(self.allowed_methods())}"}
         else:
             body = {"code": f"http-{status_code}", "message": self._reason}
+        self.error_code = body["code"]
         self.set_header("Content-Type", "application/json")
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
@@ -228,7 +250,7 @@ class BodyHandler(BaseHandler):
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as e:
-            raise bad("bad-json", f"the body is not JSON: {e}") from None
+            raise json_error(e) from None
 
     def on_connection_close(self) -> None:
         self._chunks = []
@@ -236,6 +258,7 @@ class BodyHandler(BaseHandler):
 
 class HealthHandler(BaseHandler):
     public = True
+    route = "/health"
 
     async def get(self) -> None:
         health = await self.service.health()
@@ -243,8 +266,57 @@ class HealthHandler(BaseHandler):
         self.send_json(health, 503 if health["status"] == "unavailable" else 200)
 
 
+class LiveHandler(BaseHandler):
+    """GET /health/live: the process runs and its event loop answers (a
+    liveness probe: restart the process when this fails)."""
+
+    public = True
+    route = "/health/live"
+
+    def get(self) -> None:
+        self.send_json({"status": "live", "_now": now_ms()})
+
+
+class ReadyHandler(BaseHandler):
+    """GET /health/ready: Redis answers and, when AMQP is configured, the
+    intake is consumed (a readiness probe: send traffic here only while 200)."""
+
+    public = True
+    route = "/health/ready"
+
+    async def get(self) -> None:
+        service = self.service
+        problems = []
+        if service.closing:
+            problems.append("stopping")
+        if not await self.engine.ping():
+            problems.append("redis unreachable")
+        if service.link is not None and not service.link.connected:
+            problems.append(f"amqp not consuming ({service.link.state})")
+        body = {"status": "not-ready" if problems else "ready", "_now": now_ms()}
+        if problems:
+            body["problems"] = problems
+        self.send_json(body, 503 if problems else 200)
+
+
+class MetricsHandler(BaseHandler):
+    """GET /metrics: Prometheus text format (server/metrics.py).  Public, like
+    the health routes: its labels name routes, sources and error codes, never
+    a key."""
+
+    public = True
+    route = "/metrics"
+
+    async def get(self) -> None:
+        body = await self.service.metrics.exposition()
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.finish(body)
+
+
 class NodeHandler(BodyHandler):
     """/status/<key>: one node."""
+
+    route = "/status/{key}"
 
     async def head(self, key: str = TOP) -> None:
         """GET's headers (Tornado sends no body for HEAD)."""
@@ -300,6 +372,7 @@ class NodeHandler(BodyHandler):
 class BatchHandler(NodeHandler):
     """/status: the top namespace (GET) and batch ingestion (POST)."""
 
+    route = "/status"
     delete = tornado.web.RequestHandler.delete  # the top namespace cannot be deleted: 405
 
     async def post(self) -> None:
@@ -314,9 +387,11 @@ class BatchHandler(NodeHandler):
             key = item.get("key") if isinstance(item, dict) else None
             if not isinstance(key, str):
                 refused[i] = bad("bad-item", "each update must be a JSON object with a string \"key\"")
+                self.service.metrics.refuse("rest", "bad-item")
                 continue
             if not self.grant.can_write(key):
                 refused[i] = Forbidden(f"the token may not write {key!r}")
+                self.service.metrics.refuse("rest", refused[i].code)
                 continue
             updates.append((key, {k: v for k, v in item.items() if k != "key"}))
         await self.service.check_rate(self.grant, len(updates))
@@ -349,6 +424,8 @@ class TicketHandler(BaseHandler):
     ticket for GET /events/<key>?ticket=... (EventSource cannot send headers,
     and a token in a URL ends up in logs)."""
 
+    route = "/auth/ticket"
+
     async def post(self) -> None:
         ticket = await self.service.issue_ticket(self.grant)
         self.send_json({"ticket": ticket, "expires_in": TICKET_TTL_MS // 1000})
@@ -356,6 +433,7 @@ class TicketHandler(BaseHandler):
 
 class OpenApiHandler(BaseHandler):
     public = True
+    route = "/openapi.json"
 
     def get(self) -> None:
         self.send_json(openapi())

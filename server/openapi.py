@@ -57,6 +57,9 @@ UPDATE = {
 
 #: A batch item is checked on its own: one that is not an update with a key
 #: gets an error in its result, and the others still apply.
+READY = {"type": "object", "required": ["status"], "properties": {
+    "status": {"enum": ["ready", "not-ready"]}, "problems": {"type": "array", "items": {"type": "string"}},
+    "_now": {"type": "integer"}}}
 BATCH_ITEM = {"description": "an Update with a string \"key\"; an item that is not one is answered with an "
                              "error in its result (ok: false) and the rest of the batch still applies",
               "examples": [{"key": "_portal.job1.stage_input.file1", "progress": 0.5}]}
@@ -89,6 +92,18 @@ def openapi() -> dict:
                         "status": {"type": "string"}, "redis": {"type": "string"}, "amqp": {"type": "object"},
                         "_now": {"type": "integer"}}}}}},
                 **_errors(503)}}},
+            "/health/live": {"get": {"summary": "Does the process run? (liveness probe)", "security": [],
+                                     "responses": {"200": {"description": "live", "content": {
+                                         "application/json": {"schema": {"type": "object", "required": ["status"],
+                                                                         "properties": {"status": {"const": "live"}}}}}}}}},
+            "/health/ready": {"get": {"summary": "Can it serve? Redis answers and, when configured, AMQP consumes "
+                                                 "(readiness probe)", "security": [], "responses": {
+                "200": {"description": "ready", "content": {"application/json": {"schema": READY}}},
+                "503": {"description": "not ready: problems says why", "content": {
+                    "application/json": {"schema": READY}}}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (text format)", "security": [], "responses": {
+                "200": {"description": "the text exposition format, version 0.0.4",
+                        "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
             "/status/{key}": {
                 "get": {"summary": "A node and its subtree", "parameters": [
                     KEY,

@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import redis.asyncio as aredis
-
 from sca_progress.engine import (
     APPLIED,
     ApplyResult,
@@ -28,10 +28,11 @@ from sca_progress.engine import (
     StorageUnavailable,
     now_ms,
 )
-from sca_progress.engine.errors import RateLimited, Unauthorized, redis_errors
 from sca_progress.engine.embedded import EmbeddedRedis
+from sca_progress.engine.errors import RateLimited, Unauthorized, redis_errors
 
 from .auth import OPEN, TICKET_TTL_MS, Authorizer, Grant, is_loopback, new_ticket
+from .metrics import Metrics
 from .settings import Settings
 from .tasks import cancel_and_wait, wait_event
 
@@ -64,6 +65,7 @@ class Service:
         self.closing = False
         self.updates_applied = 0  # by every source, since start (health, the load harness)
         self._publishing: set[asyncio.Task] = set()  # completion events on their way to the broker
+        self.metrics = Metrics(self)
 
     @property
     def events_enabled(self) -> bool:
@@ -172,7 +174,13 @@ class Service:
     async def apply(self, updates, source: str = "rest") -> ApplyResult:
         """Apply a batch (REST or AMQP), then publish its completion events."""
         snapshots = "updated" if source == "rest" else "none"
-        result = await self.engine.apply(updates, snapshots=snapshots, events=self.events_enabled)
+        started = time.perf_counter()
+        try:
+            result = await self.engine.apply(updates, snapshots=snapshots, events=self.events_enabled)
+        except StorageUnavailable:
+            self.metrics.redis_errors.inc()
+            raise
+        self.metrics.observe_apply(source, result.results, time.perf_counter() - started)
         self.updates_applied += result.results.count(APPLIED)
         if result.events:
             # In the background: the outbox keeps the events safe, and neither the

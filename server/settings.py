@@ -33,7 +33,10 @@ class Settings:
     gc_interval: float = field(default=30.0, metadata={
         "help": "seconds between sweeps freeing the storage of deleted subtrees"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
-    access_log: str = field(default="errors", metadata={
+    log_format: str = field(default="text", metadata={"choices": ("text", "json"),
+        "help": "text: one readable line per event; json: one JSON object per line (access lines with "
+                "request_id, route, status, duration_ms)"})
+    access_log: str = field(default="errors", metadata={"choices": ("all", "errors", "off"),
         "help": "all: log every request; errors: answers of 400 and up and requests slower than 1 s; off"})
     feed_tick: float = field(default=0.1, metadata={
         "help": "seconds over which live-feed updates are coalesced per subscription"})
@@ -88,6 +91,9 @@ class Settings:
             if raw is None:
                 continue
             values[f.name] = _convert(f.type, f.name, raw)
+            choices = f.metadata.get("choices")
+            if choices and values[f.name] not in choices:
+                raise SystemExit(f"--{f.name.replace('_', '-')}: {raw!r} is not one of {', '.join(choices)}")
         return cls(**values)
 
 

@@ -63,6 +63,8 @@ class _TextPacket(socketio.packet.Packet):
 
 
 class SioSink:
+    transport = "socketio"
+
     def __init__(self, sio: socketio.AsyncServer, sid: str) -> None:
         self.sio = sio
         self.sid = sid

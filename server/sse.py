@@ -26,6 +26,8 @@ RETRY_MS = 2000
 
 
 class SseSink:
+    transport = "sse"
+
     def __init__(self, handler: tornado.web.RequestHandler) -> None:
         self.handler = handler
         self.event_id = 0
@@ -59,6 +61,7 @@ class EventsHandler(BaseHandler):
     stream ends when the token behind it expires."""
 
     public = True  # authenticated in get(): a ticket or a bearer header
+    route = "/events/{key}"
 
     def initialize(self) -> None:
         self._closed = asyncio.Event()

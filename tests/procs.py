@@ -47,7 +47,7 @@ def start_service(args: list[str], env: dict | None = None, timeout: float = 30.
             proc.pump.join(5)
             proc.stderr.close()
             raise RuntimeError("service did not start:\n" + "".join(lines))
-    url = re.search(r"listening on (http://\S+)", "".join(lines)).group(1)
+    url = re.search(r"listening on (http://[^\s\"]+)", "".join(lines)).group(1)
     return proc, url, lambda: "".join(lines)
 
 

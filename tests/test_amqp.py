@@ -79,6 +79,7 @@ def test_parse_message():
                            ("_a.j", b'{"key": "_a.j.x"}', "reserved-field"),
                            ("_a.j", b'[{"key": "_a.k"}]', "bad-item"), ("_a.j", b'[{"key": "_a.jj"}]', "bad-item"),
                            ("_a.j", b"[1]", "bad-item"), ("a..b", b"{}", "bad-key"),
+                           ("_a.j", b'{"x": ' + b"[" * 2000 + b"]" * 2000 + b"}", "value-too-deep"),
                            ("_a.j", b'"' + b"x" * (5 << 20) + b'"', "too-large")]:
         with pytest.raises(InvalidUpdate) as e:
             parse_message(rk, body, lim)

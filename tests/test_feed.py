@@ -192,7 +192,7 @@ async def test_a_client_that_stops_reading_stalls_no_one(server, http):
         await http("POST", f"{base}/status", [{"key": f"_slow.job.n{i}", "progress": 1} for i in range(100)])
         await good.until(lambda seen: all(seen.get(f"_slow.job.n{i}", {}).get("progress") == 1 for i in range(100)),
                          timeout=30)
-        slow = next(s for s in hub._all() if getattr(s.sink, "sid", None) != _sid_of(good))
+        slow = next(s for s in hub.all_subscriptions() if getattr(s.sink, "sid", None) != _sid_of(good))
         assert len(slow.backlog) <= 101  # the latest state per node, nothing more
         # Once it reads again, the final state of each node arrives.
         finals = {}

@@ -104,6 +104,8 @@ async def test_paging_and_gzip(server, http):
     ("POST", "/status/_x.j", b"[1]", 400, "bad-body"),
     ("POST", "/status/_x.j", b'{"progress": 2}', 400, "bad-progress"),
     ("POST", "/status/_x.j", b'{"progress": NaN}', 400, "bad-json"),
+    ("POST", "/status/_x.j", b'{"x": ' + b"[" * 300 + b"]" * 300 + b"}", 400, "value-too-deep"),
+    ("POST", "/status/_x.j", b'{"x": ' + b"[" * 2000 + b"]" * 2000 + b"}", 400, "value-too-deep"),
     ("POST", "/status/_x.j", b'{"weight": -1}', 400, "bad-weight"),
     ("POST", "/status/_x.j", b'{"status": 5}', 400, "bad-type"),
     ("POST", "/status/_x.j", b'{"_x": 5}', 400, "reserved-field"),
@@ -217,7 +219,7 @@ async def test_the_access_log_holds_errors_by_default(server, http, caplog):
     an error answer does; "all" logs every request (see server/app.py)."""
     import logging
 
-    from sca_progress.server.app import request_logger
+    from sca_progress.server.logs import request_logger
 
     base, app = server
     caplog.set_level(logging.INFO, logger="tornado.access")
@@ -225,7 +227,7 @@ async def test_the_access_log_holds_errors_by_default(server, http, caplog):
     assert (await http("GET", f"{base}/status/_al.nope"))[0] == 404
     lines = [r.getMessage() for r in caplog.records if r.name == "tornado.access"]
     assert len(lines) == 1 and lines[0].startswith("404 GET /status/_al.nope")
-    app.settings["log_function"] = request_logger("all")
+    app.settings["log_function"] = request_logger("all", app.settings["service"].metrics)
     caplog.clear()
     assert (await http("POST", f"{base}/status/_al.j.a", {"progress": 1}))[0] == 200
     assert [r.getMessage()[:27] for r in caplog.records if r.name == "tornado.access"] == ["200 POST /status/_al.j.a (1"]

@@ -1,0 +1,1 @@
+"""Clients of the progress service: what job scripts and people at a terminal use."""
