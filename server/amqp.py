@@ -7,6 +7,23 @@ Topology (names configurable):
     progress.dead    topic exchange + durable queue for refused messages
     progress.events  topic exchange for completion events (routing key = node key)
 
+With --amqp-partitions P (several worker processes or hosts), the intake is
+split so that one node's messages reach one consumer at a time, in order:
+
+    progress                 topic exchange, as above (producers see no change)
+      └─ '#' ─> progress.partitions   consistent-hash exchange (RabbitMQ's
+                                       rabbitmq_consistent_hash_exchange plugin):
+                                       the routing key, hashed, picks a queue
+                   ├─> progress.p0 … progress.p<P-1>   durable queues with
+                                       single-active-consumer
+
+Every process consumes every partition: of a queue's consumers the broker
+delivers to one only (the first registered) and, when its connection dies,
+promotes the next at once.  A process registers first on its own share of
+the partitions (i % workers == its index) and on the others STANDBY_DELAY_S
+later, so that processes started together split the partitions between them
+and each stands by for the others' share.
+
 One robust connection with two channels: a consuming channel (prefetch, manual
 acks) and a publishing channel with publisher confirms that raises on
 unroutable messages, for dead letters and events.  Reconnection is aio-pika's
@@ -27,6 +44,16 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
 from .settings import Settings
+
+#: Seconds a process waits before standing by for the partitions of others.
+STANDBY_DELAY_S = 3.0
+
+
+def partition_queues(settings: Settings) -> list[str]:
+    """The intake queues: the one queue, or the --amqp-partitions queues."""
+    if not settings.amqp_partitions:
+        return [settings.amqp_queue]
+    return [f"{settings.amqp_queue}.p{i}" for i in range(settings.amqp_partitions)]
 
 log = logging.getLogger("sca_progress.amqp")
 
@@ -67,17 +94,22 @@ class AmqpLink:
     ``generation`` counts the reopenings of the consuming channel."""
 
     def __init__(self, settings: Settings,
-                 on_delivery: Callable[[AbstractIncomingMessage], Awaitable[None]]) -> None:
+                 on_delivery: Callable[[AbstractIncomingMessage], Awaitable[None]],
+                 worker: tuple[int, int] = (0, 1)) -> None:
+        """*worker*: (index, count) of this process among the workers sharing
+        the partitions (see the module's docstring)."""
         self.settings = settings
+        self.worker = worker
         self.on_delivery = on_delivery
         self.prefetch = settings.prefetch or 2 * settings.batch_size
         self.connection: aio_pika.abc.AbstractRobustConnection | None = None
         self.consume_channel = None
         self.publish_channel = None
-        self.queue = None
+        self.queues: list = []  # the intake: one queue, or the partitions
+        self.consumers: dict[str, str] = {}  # queue name -> consumer tag
+        self._standby: asyncio.Future | None = None
         self.dead_exchange = None
         self.events_exchange = None
-        self.consumer_tag: str | None = None
         self.generation = 0
         self.state = "connecting"
         self._backlog: tuple[float, int | None] = (0.0, None)
@@ -115,8 +147,7 @@ class AmqpLink:
         self.consume_channel.reopen_callbacks.add(self._on_reopen)
         exchange = await self.consume_channel.declare_exchange(
             s.amqp_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-        self.queue = await self.consume_channel.declare_queue(s.amqp_queue, durable=True)
-        await self.queue.bind(exchange, routing_key=s.amqp_binding)
+        self.queues = await self._declare_intake(exchange)
 
         self.publish_channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         self.dead_exchange = await self.publish_channel.declare_exchange(
@@ -127,10 +158,46 @@ class AmqpLink:
             self.events_exchange = await self.publish_channel.declare_exchange(
                 s.amqp_events, aio_pika.ExchangeType.TOPIC, durable=True)
 
-        self.consumer_tag = await self.queue.consume(self.on_delivery, no_ack=False)
+        index, count = self.worker
+        own = [q for i, q in enumerate(self.queues) if i % count == index]
+        for q in own:
+            self.consumers[q.name] = await q.consume(self.on_delivery, no_ack=False)
+        others = [q for q in self.queues if q not in own]
+        if others:
+            self._standby = asyncio.ensure_future(self._stand_by(others))
         self.state = "consuming"
-        log.info("consuming AMQP queue %r (exchange %r, binding %r, prefetch %d)",
-                 s.amqp_queue, s.amqp_exchange, s.amqp_binding, self.prefetch)
+        log.info("consuming AMQP %s (exchange %r, binding %r, prefetch %d)",
+                 f"queue {s.amqp_queue!r}" if len(self.queues) == 1 else
+                 f"partitions {', '.join(q.name for q in own)} (standing by for {len(others)} more)",
+                 s.amqp_exchange, s.amqp_binding, self.prefetch)
+
+    async def _declare_intake(self, exchange) -> list:
+        s = self.settings
+        channel = self.consume_channel
+        if not s.amqp_partitions:
+            queue = await channel.declare_queue(s.amqp_queue, durable=True)
+            await queue.bind(exchange, routing_key=s.amqp_binding)
+            return [queue]
+        try:
+            hashed = await channel.declare_exchange(f"{s.amqp_exchange}.partitions",
+                                                    aio_pika.ExchangeType.X_CONSISTENT_HASH, durable=True)
+        except aio_pika.exceptions.ChannelClosed as e:
+            raise RuntimeError(f"the broker refused a consistent-hash exchange ({e}); --amqp-partitions needs "
+                               "its plugin: rabbitmq-plugins enable rabbitmq_consistent_hash_exchange") from None
+        await hashed.bind(exchange, routing_key=s.amqp_binding)
+        queues = []
+        for name in partition_queues(s):
+            queue = await channel.declare_queue(name, durable=True, arguments={"x-single-active-consumer": True})
+            await queue.bind(hashed, routing_key="1")  # equal weights: an equal share of the hash space each
+            queues.append(queue)
+        return queues
+
+    async def _stand_by(self, queues: list) -> None:
+        await asyncio.sleep(STANDBY_DELAY_S)
+        for q in queues:
+            if self.state != "consuming":
+                return
+            self.consumers[q.name] = await q.consume(self.on_delivery, no_ack=False)
 
     def _on_reopen(self, *_args) -> None:
         self.generation += 1
@@ -150,15 +217,20 @@ class AmqpLink:
             log.warning("AMQP connection lost (%s); reconnecting", reason or "no reason given")
 
     async def stop_consuming(self) -> None:
-        """Cancel the consumer: no new deliveries; those in hand can still be acknowledged."""
-        if self.queue is not None and self.consumer_tag is not None:
-            with contextlib.suppress(Exception):
-                await self.queue.cancel(self.consumer_tag)
-            self.consumer_tag = None
-            self.state = "stopped"
+        """Cancel the consumers: no new deliveries; those in hand can still be acknowledged."""
+        if self._standby is not None:
+            self._standby.cancel()
+        for q in self.queues:
+            tag = self.consumers.pop(q.name, None)
+            if tag is not None:
+                with contextlib.suppress(Exception):
+                    await q.cancel(tag)
+        self.state = "stopped"
 
     async def close(self) -> None:
         self.state = "closed"
+        if self._standby is not None:
+            self._standby.cancel()
         if self.connection is not None:
             with contextlib.suppress(Exception):
                 await self.connection.close()
@@ -197,8 +269,10 @@ class AmqpLink:
         try:
             channel = await self.connection.channel()
             try:
-                q = await channel.declare_queue(self.settings.amqp_queue, passive=True, robust=False)
-                count = q.declaration_result.message_count
+                count = 0
+                for name in partition_queues(self.settings):
+                    q = await channel.declare_queue(name, passive=True, robust=False)
+                    count += q.declaration_result.message_count
             finally:
                 await channel.close()
         except Exception:  # noqa: BLE001 - health must answer whatever happened
@@ -217,5 +291,9 @@ class AmqpLink:
 
     async def health(self) -> dict:
         connected = self.connected
-        return {"state": self.state, "connected": connected, "consuming": self.consumer_tag is not None,
+        body = {"state": self.state, "connected": connected, "consuming": bool(self.consumers),
                 "queue": self.settings.amqp_queue, "backlog": await self.backlog() if connected else None}
+        if self.settings.amqp_partitions:
+            body["partitions"] = self.settings.amqp_partitions
+            body["consumers"] = len(self.consumers)
+        return body

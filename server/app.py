@@ -39,8 +39,9 @@ def http_server(app: tornado.web.Application) -> tornado.httpserver.HTTPServer:
     return tornado.httpserver.HTTPServer(app, xheaders=True, max_header_size=MAX_HEADER_BYTES)
 
 
-async def make_app(settings: Settings) -> tornado.web.Application:
-    service = Service(settings)
+async def make_app(settings: Settings, worker: tuple[int, int] = (0, 1)) -> tornado.web.Application:
+    """The application of one server process; *worker* is (index, count) among --workers."""
+    service = Service(settings, worker)
     await service.start()
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     service.sio = make_socketio(service, origins)

@@ -15,7 +15,7 @@ import uvloop
 from sca_progress.engine.embedded import DataDirInUse
 from sca_progress.engine.errors import StoredFormatError
 
-from . import demo, logs
+from . import demo, logs, workers
 from .app import http_server, make_app
 from .settings import Settings
 
@@ -36,21 +36,26 @@ def quiet_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-async def serve(settings: Settings, with_demo: bool = False) -> None:
+async def serve(settings: Settings, with_demo: bool = False, sockets=None, worker=(0, 1)) -> None:
     """Run until SIGTERM or SIGINT, then stop accepting, finish what is in hand, close.
 
     With *with_demo*, a simulated job reports to this server once it is listening.
+    *sockets* and *worker*: the shared listening sockets and (index, count) of a
+    worker process of --workers (server/workers.py).
     """
-    app = await make_app(settings)
+    app = await make_app(settings, worker)
     quiet_garbage_collector()
     service = app.settings["service"]
     server = http_server(app)
     demo_task = None
     try:
-        sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
+        if sockets is None:
+            sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
+            log.info("listening on http://%s:%d", settings.host, sockets[0].getsockname()[1])
+        else:
+            log.info("worker %d of %d serving (pid %d)", worker[0], worker[1], os.getpid())
         server.add_sockets(sockets)
         port = sockets[0].getsockname()[1]
-        log.info("listening on http://%s:%d", settings.host, port)
         if service.embedded is not None:
             service.embedded.lock.say(f"pid {os.getpid()}, http://{settings.host}:{port}")
         if with_demo:
@@ -83,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     if args.command == "serve":
         try:
+            if workers.worker_count(settings.workers) > 1:
+                return workers.run(settings, serve, with_demo=args.demo)
             uvloop.run(serve(settings, with_demo=args.demo))
         except StoredFormatError as e:
             log.error("%s", e.message)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 
 import redis.asyncio as aredis
@@ -50,8 +51,10 @@ INDEX_FLUSH_S = 1.0
 
 
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, worker: tuple[int, int] = (0, 1)) -> None:
+        """*worker*: (index, count) of this process among --workers."""
         self.settings = settings
+        self.worker = worker
         self.auth = Authorizer(settings)
         self.embedded: EmbeddedRedis | None = None
         self.redis: aredis.Redis | None = None
@@ -117,7 +120,7 @@ class Service:
         from .batcher import Batcher
 
         self.batcher = Batcher(self, self.settings)
-        self.link = AmqpLink(self.settings, self.batcher.deliver)
+        self.link = AmqpLink(self.settings, self.batcher.deliver, worker=self.worker)
         self.batcher.link = self.link
         self._tasks.append(asyncio.create_task(self.link.start(), name="amqp-connect"))
         self._batching = asyncio.create_task(self.batcher.run(), name="batcher")
@@ -261,7 +264,8 @@ class Service:
         amqp = await self.link.health() if self.link is not None else {"state": "disabled"}
         status = "unavailable" if not redis_ok else "degraded" if amqp.get("connected") is False else "ok"
         body = {"status": status, "redis": "ok" if redis_ok else "unreachable", "amqp": amqp,
-                "updates_applied": self.updates_applied, "_now": now_ms()}
+                "updates_applied": self.updates_applied, "_now": now_ms(),
+                "worker": {"index": self.worker[0], "of": self.worker[1], "pid": os.getpid()}}
         if self.batcher is not None:
             body["amqp"].update(applied=self.batcher.applied, dead_lettered=self.batcher.dead_lettered,
                                 batches=self.batcher.batches)

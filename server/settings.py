@@ -63,6 +63,13 @@ class Settings:
     amqp_exchange: str = field(default="progress", metadata={"help": "topic exchange producers publish to"})
     amqp_queue: str = field(default="progress", metadata={"help": "durable queue the service consumes"})
     amqp_binding: str = field(default="#", metadata={"help": "binding key of that queue"})
+    amqp_partitions: int = field(default=0, metadata={
+        "help": "split the intake into this many single-active-consumer queues behind a consistent-hash "
+                "exchange, so several processes share it in per-node order; 0: one queue (default; "
+                "16 with --workers above 1)"})
+    workers: str = field(default="1", metadata={
+        "help": "server processes sharing the HTTP port (each with its own Redis and AMQP connections); "
+                "auto: one per CPU"})
     amqp_dead: str = field(default="progress.dead", metadata={
         "help": "exchange and queue for refused messages (reason in the x-progress-* headers)"})
     amqp_events: str = field(default="progress.events", metadata={

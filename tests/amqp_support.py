@@ -39,6 +39,10 @@ async def reachable(url: str) -> str | None:
         return f"no AMQP broker answers at {url}: {e!r}"
 
 
+#: Tests use at most this many --amqp-partitions (their queues are deleted after).
+MAX_TEST_PARTITIONS = 16
+
+
 class Names:
     """Exchange and queue names of one test."""
 
@@ -49,6 +53,10 @@ class Names:
         self.dead = f"{tag}.dead"
         self.events = f"{tag}.events"
 
+    def flags(self) -> list[str]:
+        """settings() as `serve` flags."""
+        return [a for k, v in self.settings().items() for a in (f"--{k.replace('_', '-')}", v)]
+
     def settings(self) -> dict:
         return {"amqp_exchange": self.exchange, "amqp_queue": self.queue, "amqp_dead": self.dead,
                 "amqp_events": self.events}
@@ -57,12 +65,13 @@ class Names:
         conn = await aio_pika.connect(url)
         try:
             ch = await conn.channel()
-            for q in (self.queue, self.dead):
+            partitions = [f"{self.queue}.p{i}" for i in range(MAX_TEST_PARTITIONS)]
+            for q in (self.queue, self.dead, *partitions):
                 try:
                     await ch.queue_delete(q)
                 except Exception:  # noqa: BLE001 - a failed delete closes the channel
                     ch = await conn.channel()
-            for x in (self.exchange, self.dead, self.events):
+            for x in (self.exchange, f"{self.exchange}.partitions", self.dead, self.events):
                 try:
                     await ch.exchange_delete(x)
                 except Exception:  # noqa: BLE001
