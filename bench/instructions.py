@@ -10,7 +10,9 @@ callgrind, drives it through ``Engine`` and prints instructions per update:
 
     (a) creation   the first half of shape (a)'s rounds (bench/engine.py):
                    one update per tree per call, most creating nodes
-    (a) steady     the second half, the trees all there
+    (a) steady     the third quarter, the trees all there
+    (a) steady, naive  the last quarter, one script call per update (the
+                   naive baseline of bench.engine)
     (b) single     single-update calls of existing 5-node paths
     read           depth-1 reads of a tree root
 
@@ -61,8 +63,11 @@ async def main(port, jobs, n_rounds):
     half = len(bs) // 2
     plans = [e.plan(b, snapshots="none") for b in bs[:half]]
     await counted("(a) creation", plans, sum(len(b) for b in bs[:half]))
-    plans = [e.plan(b, snapshots="none") for b in bs[half:]]
-    await counted("(a) steady", plans, sum(len(b) for b in bs[half:]))
+    third = half + (len(bs) - half) // 2
+    plans = [e.plan(b, snapshots="none") for b in bs[half:third]]
+    await counted("(a) steady", plans, sum(len(b) for b in bs[half:third]))
+    plans = [e.plan([u], snapshots="none") for b in bs[third:] for u in b]
+    await counted("(a) steady, naive", plans, sum(len(b) for b in bs[third:]))
     keys = [f"_ir.t{t}.n0.n1.n2.leaf" for t in range(200)]
     await e.apply([(k, {"progress": 0.1, "msg": "x", "status": "running"}) for k in keys])
     plans = [e.plan([(k, {"progress": 0.2, "msg": "y"})], snapshots="updated") for k in keys]
