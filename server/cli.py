@@ -12,6 +12,8 @@ import sys
 import tornado.netutil
 import uvloop
 
+from sca_progress.client import commands as client_commands
+from sca_progress.client.watch import add_watch
 from sca_progress.engine.embedded import DataDirInUse
 from sca_progress.engine.errors import StoredFormatError
 
@@ -83,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--demo", action="store_true",
                          help="also run a simulated job against this server once it is up (see `demo`)")
     demo.add_arguments(sub.add_parser("demo", help="run a simulated job against a running service (REST)"))
+    client_commands.add_post(sub)
+    client_commands.add_get(sub)
+    add_watch(sub)
     args = parser.parse_args(argv)
     settings = Settings.load(args)
     logs.configure(settings.log_level, settings.log_format)
@@ -99,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     elif args.command == "demo":
         return demo.main(args)
+    elif args.command in ("post", "get", "watch"):
+        return args.func(args)
     return 0
 
 
