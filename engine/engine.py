@@ -21,6 +21,7 @@ from .errors import (InvalidUpdate, NotFound, ProgressError, QuotaExceeded, Stor
                      redis_errors)
 from .keys import RedisKeys, check_key, namespace_chain, relative_key, tree_root
 from .limits import Limits
+from .cluster import ClusterLink
 from .link import RedisLink
 from .namespaces import NamespaceIndex
 from .read import TreeReader
@@ -143,7 +144,10 @@ class Engine:
         self.limits = limits or Limits()
         self.eta_window_ms = eta_window_ms
         self.max_updates_per_call = max_updates_per_call
-        self.one_tree_per_call = one_tree_per_call
+        #: A Redis Cluster (a redis.asyncio.RedisCluster): calls go by hash slot
+        #: (engine/cluster.py), so each call holds one tree.
+        self.cluster = isinstance(redis, aredis.RedisCluster)
+        self.one_tree_per_call = one_tree_per_call or self.cluster
         self.gc_budget = gc_budget
         self.feed = feed
         #: How scripts publish the changes of watched trees: "" (no live feed),
@@ -158,12 +162,19 @@ class Engine:
         format this version writes (raises StoredFormatError if not)."""
         if self.scripts.link is None and type(self.redis) is aredis.Redis:
             self.scripts.link = RedisLink.of(self.redis)
+        elif self.scripts.link is None and self.cluster:
+            self.scripts.link = ClusterLink(self.redis)
         await self.scripts.load(self.redis)
         await self._check_format()
         if self.feed:
-            with redis_errors():
-                version = (await self.redis.info("server"))["redis_version"]
-            self.feed_command = "SPUBLISH" if int(str(version).split(".")[0]) >= 7 else "PUBLISH"
+            if self.cluster:
+                if not self.scripts.functions:
+                    raise StorageUnavailable("live feeds on a Redis Cluster need Redis 7 (sharded pub/sub)")
+                self.feed_command = "SPUBLISH"
+            else:
+                with redis_errors():
+                    version = (await self.redis.info("server"))["redis_version"]
+                self.feed_command = "SPUBLISH" if int(str(version).split(".")[0]) >= 7 else "PUBLISH"
             self.namespaces.feed_command = self.feed_command
 
     async def _check_format(self) -> None:

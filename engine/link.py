@@ -30,7 +30,7 @@ import time
 
 import hiredis
 from redis import exceptions as rex
-from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
 
 #: The connection's name in CLIENT LIST starts with this (then pid and a serial).
@@ -113,7 +113,14 @@ class RedisLink:
     def of(cls, client) -> "RedisLink":
         """A link to the Redis a redis-py asyncio client points at."""
         pool = client.connection_pool
-        kw = pool.connection_kwargs
+        return cls.for_connection(pool.connection_kwargs, pool.connection_class)
+
+    @classmethod
+    def for_connection(cls, kw: dict, conn_class=None) -> "RedisLink":
+        """A link to the Redis that redis-py connection options *kw* (of
+        *conn_class*, by default TCP, or TLS when kw says ssl) name."""
+        if conn_class is None:
+            conn_class = SSLConnection if kw.get("ssl") or "ssl_ca_certs" in kw else Connection
         loop_connect_timeout = kw.get("socket_connect_timeout") or 5.0
         setup: list[tuple] = []
         if kw.get("password") is not None:
@@ -123,7 +130,6 @@ class RedisLink:
         # so CLIENT LIST shows what it is, and whose
         name = f"{NAME}:{os.getpid()}:{next(_serial)}"
         setup.append(("CLIENT", "SETNAME", name))
-        conn_class = pool.connection_class
 
         async def connect():
             loop = asyncio.get_running_loop()

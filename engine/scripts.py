@@ -120,6 +120,9 @@ class Scripts:
         """Load the scripts: the function library on Redis 7+, else every
         script by SCRIPT LOAD (after a start, or when Redis lost them)."""
         with redis_errors():
+            if hasattr(self.link, "broadcast"):  # a Redis Cluster: every master gets the scripts
+                await self._load_on_every_master()
+                return
             version = str((await redis.info("server"))["redis_version"])
             self.functions = self.use_functions and int(version.split(".")[0]) >= 7
             if self.functions:
@@ -129,6 +132,21 @@ class Scripts:
                 for src in self.source.values():
                     pipe.script_load(src)
                 await pipe.execute()
+
+    async def _load_on_every_master(self) -> None:
+        infos = await self.link.broadcast(("INFO", "server"))
+        for info in infos:
+            if isinstance(info, Exception):
+                raise info
+        versions = {line.split(b":")[1].strip() for info in infos for line in info.splitlines()
+                    if line.startswith(b"redis_version:")}
+        self.functions = self.use_functions and all(int(v.split(b".")[0]) >= 7 for v in versions)
+        commands = ([("FUNCTION", "LOAD", "REPLACE", self.library_source)] if self.functions
+                    else [("SCRIPT", "LOAD", src) for src in self.source.values()])
+        for command in commands:
+            for reply in await self.link.broadcast(command):
+                if isinstance(reply, Exception):
+                    raise reply
 
     async def run(self, redis, calls: Sequence[Call]) -> list:
         """Run *calls* (and plain commands) in one round trip; return each reply in order.

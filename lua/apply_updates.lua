@@ -99,6 +99,24 @@ for i, updates in ipairs(trees) do
   trees[i] = tree
 end
 
+-- On a Redis Cluster, while the slot of a tree migrates, a key that is not on
+-- this node (moved already, or not created yet) cannot be touched here: the
+-- access fails the call.  The records were read above; touch every other key
+-- the writes below use first, so that such a call fails before it has written
+-- anything, and is retried whole (engine/cluster.py).  Rare keys only: the
+-- children of wide parents, the garbage list, the events outbox.
+for _, tree in ipairs(trees) do
+  if #tree.dirty > 0 then
+    if tree.born then
+      for pid in pairs(tree.born) do rcall('EXISTS', tree.T .. 'c:' .. sformat('%d', pid)) end
+    end
+    if tree.gc then rcall('EXISTS', tree.T .. 'gc') end
+  end
+end
+if record_events then
+  for _, e in ipairs(ended) do rcall('EXISTS', e[1].T .. 'out') end
+end
+
 local changed, created = {}, {}
 -- The trees watched by a live feed: one MGET for the whole call.
 local watched = {}

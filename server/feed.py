@@ -51,6 +51,8 @@ from sca_progress.engine.scripts import unpack
 
 from .tasks import cancel_and_wait, wait_event
 
+#: Seconds each master's pub/sub connection is waited on in turn (Redis Cluster).
+CLUSTER_POLL_S = 0.02
 log = logging.getLogger("sca_progress.feed")
 
 WATCH_TTL_MS = 30_000
@@ -144,6 +146,8 @@ class Hub:
         self._tasks: list[asyncio.Task] = []
         self._lock = asyncio.Lock()
         self.sharded = self.engine.feed_command == "SPUBLISH"
+        #: On a Redis Cluster the feed is sharded pub/sub through redis-py's ClusterPubSub.
+        self.cluster = self.engine.cluster
         self.stopped = asyncio.Event()  # set by close(): SSE streams end
         self.sent: collections.Counter = collections.Counter()  # events sent, by transport (metrics)
         self._streams = 0  # SSE handlers running: close() waits for them
@@ -297,10 +301,19 @@ class Hub:
         delay = 0.1
         while not self.stopped.is_set():
             try:
-                if not self.pubsub.subscribed:
+                if self.cluster:
+                    # redis-py's ClusterPubSub keeps one pub/sub connection per
+                    # master owning a subscribed slot (and moves a channel when
+                    # its slot moves); it polls them in turn, so each wait is short.
+                    if not self.pubsub.shard_channels:
+                        await asyncio.sleep(0.05)
+                        continue
+                    message = await self.pubsub.get_sharded_message(timeout=CLUSTER_POLL_S)
+                elif not self.pubsub.subscribed:
                     await asyncio.sleep(0.05)
                     continue
-                message = await self.pubsub.get_message(timeout=1.0)
+                else:
+                    message = await self.pubsub.get_message(timeout=1.0)
                 delay = 0.1
                 if message is not None:
                     self._dispatch(message)

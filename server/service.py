@@ -50,6 +50,13 @@ REDIS_POOL_SIZE = 16
 INDEX_FLUSH_S = 1.0
 
 
+def _redacted(url: str) -> str:
+    """*url* without its password."""
+    import re
+
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+
+
 class Service:
     def __init__(self, settings: Settings, worker: tuple[int, int] = (0, 1)) -> None:
         """*worker*: (index, count) of this process among --workers."""
@@ -88,10 +95,17 @@ class Service:
         # Reads and writes go through the engine's own connection (engine/link.py);
         # this pool serves the rest (pub/sub, health, tickets, housekeeping) and
         # is bounded: a burst waits for a connection instead of opening more.
-        pool = aredis.BlockingConnectionPool.from_url(url, max_connections=REDIS_POOL_SIZE, timeout=10,
-                                                      socket_connect_timeout=5, socket_timeout=30,
-                                                      health_check_interval=30)
-        self.redis = aredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
+        if await self._is_cluster(url):
+            # redis-py's cluster client: discovers the masters from this node
+            # and routes each command by slot (engine/cluster.py routes the scripts).
+            self.redis = aredis.RedisCluster.from_url(url, max_connections=REDIS_POOL_SIZE,
+                                                      socket_connect_timeout=5, socket_timeout=30)
+            log.info("%s is a Redis Cluster node: calls are routed by hash slot", _redacted(url))
+        else:
+            pool = aredis.BlockingConnectionPool.from_url(url, max_connections=REDIS_POOL_SIZE, timeout=10,
+                                                          socket_connect_timeout=5, socket_timeout=30,
+                                                          health_check_interval=30)
+            self.redis = aredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         self.engine = Engine(self.redis, prefix=s.prefix, eta_window_ms=int(s.eta_window * 1000), feed=True,
                              limits=Limits(max_nodes_per_tree=s.max_nodes_per_tree))
         try:
@@ -126,6 +140,24 @@ class Service:
         self._batching = asyncio.create_task(self.batcher.run(), name="batcher")
         if self.events_enabled:
             self._tasks.append(asyncio.create_task(self._sweep_events(), name="events"))
+
+    async def _is_cluster(self, url: str) -> bool:
+        """--redis-cluster yes or no, or (auto) what the node says in INFO cluster;
+        waits (capped backoff) while the node cannot be reached."""
+        mode = self.settings.redis_cluster
+        if mode != "auto":
+            return mode == "yes"
+        delay = 0.5
+        while True:
+            probe = aredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+            try:
+                return bool((await probe.info("cluster")).get("cluster_enabled"))
+            except (OSError, aredis.ConnectionError, aredis.TimeoutError) as e:
+                log.warning("redis unreachable (%s); retrying in %.1f s", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+            finally:
+                await probe.aclose()
 
     async def _until_redis_answers(self) -> None:
         """Load the scripts, waiting (capped backoff) while Redis is unreachable."""

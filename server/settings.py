@@ -22,6 +22,8 @@ class Settings:
     port: int = field(default=8080, metadata={"help": "HTTP port"})
     redis_url: str = field(default="", metadata={
         "help": "redis://, rediss:// (TLS) or unix:// URL; empty starts an embedded Redis under --data-dir"})
+    redis_cluster: str = field(default="auto", metadata={"choices": ("auto", "yes", "no"),
+        "help": "whether --redis-url is a Redis Cluster node; auto: ask it (INFO cluster)"})
     prefix: str = field(default="progress", metadata={
         "help": "key prefix: keeps several deployments apart in one Redis"})
     data_dir: str = field(default_factory=_default_data_dir, metadata={
