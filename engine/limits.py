@@ -1,6 +1,6 @@
 """Input limits: every bound the service enforces on what clients send, in one place.
 
-The README's "Limits" table is written from this module; change a default here
+The "Limits" table of docs/api.md is written from this module; change a default here
 and there together.
 """
 from __future__ import annotations

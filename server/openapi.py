@@ -78,7 +78,7 @@ def openapi() -> dict:
         "openapi": "3.1.0",
         "info": {"title": "sca-progress", "version": "1", "description":
                  "Hierarchical job progress: post updates, read trees. Live feeds: socket.io at /socket.io/ "
-                 "and Server-Sent Events at /events/{key} (see the README)."},
+                 "and Server-Sent Events at /events/{key} (see docs/feeds.md)."},
         "components": {
             "schemas": {"Node": NODE, "Error": ERROR, "Update": UPDATE},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",

@@ -1,6 +1,6 @@
 """A plain-Python model of the progress tree, recomputed from scratch.
 
-It states the README's semantics as directly as possible, with no running
+It states the semantics of docs/api.md as directly as possible, with no running
 sums: after every applied update, each ancestor (parent first) takes
 Σ(w·p)/Σw over its direct children when Σw > 0, else its own value (the
 progress last posted to it directly, none if never).  The

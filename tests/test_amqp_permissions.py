@@ -1,5 +1,5 @@
 """The AMQP path is authorised by the broker: a producer user whose topic
-permissions allow only its own routing-key prefix (the README's example)."""
+permissions allow only its own routing-key prefix (the example in docs/operations.md)."""
 from __future__ import annotations
 
 import re

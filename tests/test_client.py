@@ -269,7 +269,7 @@ def test_ts_is_when_the_update_was_made_not_when_it_was_sent(service):
 
 
 def test_a_round_keeps_the_order_of_the_last_changes(service):
-    """A parent's own progress posted after its child's update is what stays (README:
+    """A parent's own progress posted after its child's update is what stays (docs/api.md:
     progress posted to a parent is stored until the next update below it)."""
     key = new_key()
     r = Reporter(key, service.url, rate=0.2)

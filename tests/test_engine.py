@@ -1,4 +1,4 @@
-"""The README's semantics, one by one, through the Engine API against real Redis."""
+"""The semantics of docs/api.md, one by one, through the Engine API against real Redis."""
 from __future__ import annotations
 
 import asyncio
