@@ -68,3 +68,10 @@ async def make_app(settings: Settings, worker: tuple[int, int] = (0, 1)) -> torn
         cors_origins=frozenset(origins),
         log_function=request_logger(settings.access_log, service.metrics, redacted_uri),
     )
+
+
+def metrics_app(service: Service) -> tornado.web.Application:
+    """GET /metrics of this process alone, for --metrics-port."""
+    return tornado.web.Application([(r"/metrics", MetricsHandler)], default_handler_class=NotFoundHandler,
+                                   service=service, engine=service.engine, cors_origins=frozenset(),
+                                   log_function=lambda handler: None)

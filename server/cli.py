@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 
+import tornado.httpserver
 import tornado.netutil
 import uvloop
 
@@ -18,7 +19,7 @@ from sca_progress.engine.embedded import DataDirInUse
 from sca_progress.engine.errors import StoredFormatError
 
 from . import demo, logs, workers
-from .app import http_server, make_app
+from .app import http_server, make_app, metrics_app
 from .settings import Settings
 
 log = logging.getLogger("sca_progress")
@@ -49,7 +50,7 @@ async def serve(settings: Settings, with_demo: bool = False, sockets=None, worke
     quiet_garbage_collector()
     service = app.settings["service"]
     server = http_server(app)
-    demo_task = None
+    demo_task = metrics_server = None
     try:
         if sockets is None:
             sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
@@ -58,6 +59,11 @@ async def serve(settings: Settings, with_demo: bool = False, sockets=None, worke
             log.info("worker %d of %d serving (pid %d)", worker[0], worker[1], os.getpid())
         server.add_sockets(sockets)
         port = sockets[0].getsockname()[1]
+        if settings.metrics_port:
+            metrics_server = tornado.httpserver.HTTPServer(metrics_app(service))
+            metrics_port = settings.metrics_port + worker[0]
+            metrics_server.add_sockets(tornado.netutil.bind_sockets(metrics_port, settings.host))
+            log.info("metrics of this process on http://%s:%d/metrics", settings.host, metrics_port)
         if service.embedded is not None:
             service.embedded.lock.say(f"pid {os.getpid()}, http://{settings.host}:{port}")
         if with_demo:
@@ -72,6 +78,8 @@ async def serve(settings: Settings, with_demo: bool = False, sockets=None, worke
         if demo_task is not None:
             demo_task.cancel()
         server.stop()
+        if metrics_server is not None:
+            metrics_server.stop()
         await service.close_feeds()  # streams and websockets end, or the next line would wait for them
         await server.close_all_connections()
         await service.close()

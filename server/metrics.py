@@ -9,14 +9,18 @@ Two kinds, so the write path pays almost nothing:
   subscribers, Redis reconnects, retention purges): read when Prometheus
   scrapes, by a collector (StateCollector), so nothing is counted twice.
 
-Each process has its own registry; several processes on one host (the
-scale-out issue's --workers) are told apart by Prometheus's ``instance``
-label when each is scraped on its own port, or need prometheus-client's
-multiprocess mode: not used yet, as the service runs one process.
+Each process has its own registry.  With --workers, a scrape of the shared
+port reaches whichever worker takes it; --metrics-port P serves each
+process's /metrics alone on port P + its index, so that Prometheus scrapes
+every worker (the ``instance`` label tells them apart; progress_worker
+names the worker).  prometheus-client's multiprocess mode is not used: the
+state read at scrape time (StateCollector) lives in each process.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sca_progress.engine import APPLIED, STALE
 
@@ -50,6 +54,10 @@ class Metrics:
                                     "got a 503, or the batch was held and retried)", registry=r)
         self._children: dict = {}
         r.register(StateCollector(service))
+        index, count = getattr(service, "worker", (0, 1))
+        info = Gauge("progress_worker", "1; labels: this process's index among --workers, their count, its pid",
+                     ["worker", "workers", "pid"], registry=r)
+        info.labels(str(index), str(count), str(os.getpid())).set(1)
 
     def observe_apply(self, source: str, results: list, seconds: float) -> None:
         """One engine call's outcomes (called once per call)."""

@@ -20,6 +20,9 @@ def _default_data_dir() -> str:
 class Settings:
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
     port: int = field(default=8080, metadata={"help": "HTTP port"})
+    metrics_port: int = field(default=0, metadata={
+        "help": "also serve GET /metrics of this process alone on this port (worker i of --workers: "
+                "this port + i), for Prometheus to scrape each process; 0: off"})
     redis_url: str = field(default="", metadata={
         "help": "redis://, rediss:// (TLS) or unix:// URL; empty starts an embedded Redis under --data-dir"})
     redis_cluster: str = field(default="auto", metadata={"choices": ("auto", "yes", "no"),
@@ -29,7 +32,7 @@ class Settings:
     data_dir: str = field(default_factory=_default_data_dir, metadata={
         "help": "where the embedded Redis keeps its append-only file"})
     appendfsync: str = field(default="everysec", metadata={
-        "help": "embedded Redis fsync policy: always, everysec or no (see README, Durability)"})
+        "help": "embedded Redis fsync policy: always, everysec or no (see docs/operations.md, Durability)"})
     eta_window: float = field(default=120.0, metadata={
         "help": "seconds: time constant of the progress-rate average behind eta"})
     gc_interval: float = field(default=30.0, metadata={
@@ -43,7 +46,7 @@ class Settings:
     feed_tick: float = field(default=0.1, metadata={
         "help": "seconds over which live-feed updates are coalesced per subscription"})
     jwt_secret: str = field(default="", metadata={
-        "help": "HS256 secret: turns bearer-token auth on (see README, Security)"})
+        "help": "HS256 secret: turns bearer-token auth on (see docs/operations.md, Security)"})
     jwt_public_key: str = field(default="", metadata={
         "help": "PEM file of an RS256 or ES256 public key: turns bearer-token auth on"})
     jwt_issuer: str = field(default="", metadata={"help": "required iss claim, if set"})

@@ -10,8 +10,8 @@ import redis
 
 
 
-def cluster_port() -> int:
-    """A free port whose cluster-bus port (port + 10000) is free too."""
+def cluster_port(above: int = 10_000) -> int:
+    """A free port whose port + *above* is free too (a cluster node's bus port)."""
     import random
     import socket
 
@@ -20,7 +20,7 @@ def cluster_port() -> int:
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 10_000))
+                b.bind(("127.0.0.1", port + above))
             return port
         except OSError:
             continue

@@ -7,6 +7,7 @@ import http.client
 import os
 import signal
 import time
+import urllib.request
 
 import orjson
 import psutil
@@ -43,8 +44,11 @@ def workers_seen(base: str, tries: int = 300) -> dict[int, int]:
 
 
 def test_workers_share_the_port_and_a_dead_one_is_restarted(tmp_path):
+    from .cluster_support import cluster_port
+
+    metrics_port = cluster_port(above=1)  # a free port, and the one above it for the second worker
     proc, base, log = start_service(["--workers", "2", "--data-dir", str(tmp_path / "data"),
-                                     "--prefix", f"{RUN_PREFIX}-wk"])
+                                     "--prefix", f"{RUN_PREFIX}-wk", "--metrics-port", str(metrics_port)])
     try:
         seen = workers_seen(base)
         assert sorted(seen) == [0, 1], log()
@@ -67,6 +71,11 @@ def test_workers_share_the_port_and_a_dead_one_is_restarted(tmp_path):
             time.sleep(0.2)
         assert again[0] == seen[0]
         assert "worker 1 (pid %d) was killed by signal 9" % seen[1] in log()
+        # --metrics-port: each worker's own /metrics on port + its index.
+        for index in (0, 1):
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port + index}/metrics", timeout=20) as resp:
+                text = resp.read().decode()
+            assert f'progress_worker{{pid="{again[index]}",worker="{index}",workers="2"}} 1.0' in text, text[-2000:]
     finally:
         children = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
         assert stop_service(proc) == 0
