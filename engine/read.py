@@ -59,8 +59,8 @@ class TreeReader:
     def __init__(self, engine) -> None:
         self.engine = engine
 
-    def _clock(self) -> tuple:
-        return now_ms(), self.engine.eta_window_ms
+    def clock(self) -> tuple:
+        return now_ms(), self.engine.eta_window_ms, self.engine.stall_after_ms
 
     async def read(self, key: str, depth: int = 1, limit: int | None = None,
                    cursor: str | None = None, order: str = "first", fragments: bool = False) -> dict:
@@ -91,7 +91,7 @@ class TreeReader:
         lim = self.engine.limits.default_children_limit
         trees = [k for k in keys if not is_namespace(k)]
         replies = await self._run([(tree_root(k), ("k", relative_key(k, tree_root(k)))) for k in trees], lim, "")
-        out = [_loaded(r, k, tree_root(k), False, self._clock()).node for k, r in zip(trees, replies) if r is not False]
+        out = [_loaded(r, k, tree_root(k), False, self.clock()).node for k, r in zip(trees, replies) if r is not False]
         spaces = await self._namespaces([k for k in keys if is_namespace(k)], lim, "", "first")
         return out + [x.node for x in spaces if x is not None]
 
@@ -106,7 +106,7 @@ class TreeReader:
             rec = (await self._run([(root, ("k", relative_key(key, root)))], limit, cursor, lim.max_read_child_keys))[0]
             if rec is False:
                 raise NotFound(f"no node {key!r}")
-            top = _loaded(rec, key, tree_root(key), fragments, self._clock())
+            top = _loaded(rec, key, tree_root(key), fragments, self.clock())
         frontier = [top]
         loaded, listed = 1, len(top.children)
         for _ in range(depth - 1):
@@ -144,7 +144,7 @@ class TreeReader:
                     requests.append((child, ("k", "")))
                     owners.append((parent, [child]))
         replies = await self._run(requests, limit, "", key_budget)
-        clock = self._clock()
+        clock = self.clock()
         got: dict[str, _Loaded] = {}
         for (parent, keys), reply in zip(owners, replies):
             if parent.root is None:
@@ -165,6 +165,9 @@ class TreeReader:
             if parent.children:
                 kids = [got[c] for c in parent.children if c in got]
                 parent.node["tasks"] = [k.node for k in kids]
+                stalled = sum(1 for k in kids if "_stalled" in k.node)
+                if stalled:
+                    parent.node["_stalled_count"] = stalled
                 nxt.extend(kids)
         return nxt
 

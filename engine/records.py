@@ -90,14 +90,42 @@ def eta_of(p: float, upd: float, rate: float, since: float, now: float | None = 
     return math.floor(eta + 0.5)
 
 
+#: A node past its eta by more than this share of its run so far (and at
+#: least STALL_MARGIN_MIN_MS) is stalled, however recently it changed.
+STALL_MARGIN_SHARE = 0.5
+STALL_MARGIN_MIN_MS = 60_000
+#: Statuses of nodes that are not expected to change: never stalled.
+RESTING = frozenset({"waiting", "paused", "finished", "failed", "canceled"})
+
+
+def stalled_since(p: float, upd: float, rate: float, began: float, fin: float, status: str | None,
+                  now: float, stall_ms: float) -> float | None:
+    """When a node became stalled, or None.  A node is stalled when it has run
+    (it left waiting), has not ended, its status says it is not resting, and
+    either nothing changed for *stall_ms*, or it is past its eta by a margin
+    (STALL_MARGIN_SHARE of its run, at least STALL_MARGIN_MIN_MS).  Derived
+    at read time from what the record holds: a stall costs no write."""
+    if began != began or fin == fin or (p == p and p >= 1) or status in RESTING:
+        return None
+    if now - upd > stall_ms:
+        return upd + stall_ms
+    if rate > 0 and 0 < p < 1:
+        eta = upd + (1 - p) / rate
+        late = eta + max(STALL_MARGIN_MIN_MS, STALL_MARGIN_SHARE * (eta - began))
+        if now > late:
+            return late
+    return None
+
+
 def decode(key: str, raw: bytes, fragments: bool = False, now: float | None = None,
-           tau: float | None = None) -> dict:
+           tau: float | None = None, stall_ms: float | None = None) -> dict:
     """The public JSON object of node *key* from its record.
 
     Client-field values (and msg) are stored as JSON text: they are parsed,
     or with *fragments* kept as ``orjson.Fragment`` (for a caller that only
     serializes the result again).  *now* and *tau* (ms) let a stalled node's
-    eta move on (eta_of).
+    eta move on (eta_of); with *stall_ms* too, a stalled node says so
+    (``_stalled``, ``_stalled_since``: stalled_since).
     """
     (start, p, upd, rate, began, fin, nc), pos, kind = _head(raw)
     counts = None
@@ -112,8 +140,9 @@ def decode(key: str, raw: bytes, fragments: bool = False, now: float | None = No
     (slen,) = _H.unpack_from(raw, pos)
     pos += 2
     node = {"key": key, "start_time": int(start), "update_time": int(upd)}
+    status = None
     if slen:
-        node["status"] = raw[pos:pos + slen].decode()
+        node["status"] = status = raw[pos:pos + slen].decode()
         pos += slen
     (mlen,) = _I.unpack_from(raw, pos)
     pos += 4
@@ -138,6 +167,11 @@ def decode(key: str, raw: bytes, fragments: bool = False, now: float | None = No
         node["eta"] = eta
     if counts is not None:
         node["_status_counts"] = orjson.Fragment(counts) if fragments else orjson.loads(counts)
+    if stall_ms and now is not None:
+        since = stalled_since(p, upd, rate, began, fin, status, now, stall_ms)
+        if since is not None:
+            node["_stalled"] = True
+            node["_stalled_since"] = int(since)
     return node
 
 

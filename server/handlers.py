@@ -324,6 +324,12 @@ class NodeHandler(BodyHandler):
 
     async def get(self, key: str = TOP) -> None:
         self.grant.check_read(key)
+        stalled = self.get_query_argument("stalled", "")
+        if stalled not in ("", "0", "1"):
+            raise bad("bad-stalled", "stalled must be 1 (list the stalled nodes) or 0")
+        if stalled == "1":
+            await self._stalled(key)
+            return
         body = await self.engine.read_json(
             key,
             depth=self._int_arg("depth", 1),
@@ -333,6 +339,21 @@ class NodeHandler(BodyHandler):
             more={"_now": now_ms()},
         )
         self.finish_compressed(body)
+
+    async def _stalled(self, key: str) -> None:
+        """?stalled=1: the stalled nodes of the subtree (to --depth, by default
+        all of it that one read may load), each without its tasks."""
+        node = await self.engine.read(key, depth=self._int_arg("depth", self.engine.limits.max_read_depth),
+                                      limit=self._int_arg("limit", None),
+                                      cursor=self.get_query_argument("cursor", None),
+                                      order=self.get_query_argument("order", "first"))
+        found, stack = [], [node]
+        while stack:
+            n = stack.pop()
+            stack.extend(reversed(n.get("tasks", ())))
+            if n.get("_stalled"):
+                found.append({k: v for k, v in n.items() if k != "tasks"})
+        self.send_json({"key": key, "stalled": found, "_now": now_ms()})
 
     async def post(self, key: str) -> None:
         body = self.json_body()

@@ -35,6 +35,8 @@ NODE = {"type": "object", "required": ["key"], "additionalProperties": True, "pr
     "start_time": {"type": "integer"}, "update_time": {"type": "integer"},
     "end_time": {"type": "integer"}, "eta": {"type": "integer"},
     "_status_counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+    "_stalled": {"const": True}, "_stalled_since": {"type": "integer"}, "_stalled_count": {"type": "integer"},
+    "stalled": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
     "_children": {"type": "array", "items": {"type": "string"}},
     "_children_total": {"type": "integer"}, "_children_next": {"type": "string"},
     "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
@@ -111,6 +113,9 @@ def openapi() -> dict:
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
                     {"name": "cursor", "in": "query", "description": "a value returned in _children_next",
                      "schema": {"type": "string", "pattern": f"^({CURSOR_PATTERN})?$"}},
+                    {"name": "stalled", "in": "query", "description": "1: answer {key, stalled: [nodes], _now}, "
+                     "the stalled nodes of the subtree to depth (default: as deep as one read goes)",
+                     "schema": {"type": "string", "enum": ["0", "1"]}},
                     {"name": "order", "in": "query", "description": "first: children in first-seen order; "
                      "recent: a namespace's trees by last update, newest first (namespaces only: a tree node "
                      "answers 400 bad-order)", "schema": {"type": "string", "enum": ["first", "recent"]}}],

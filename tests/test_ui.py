@@ -369,3 +369,34 @@ async def test_the_page_catches_up_after_a_server_restart(browser, redis_url, pr
             await ui.expect(page.locator("#live")).to_have_text("live")
         finally:
             stop_service(proc)
+
+
+async def test_a_node_that_stops_changing_is_marked_stalled(browser, redis_url, prefix, engine):
+    """--stall-after 1: the mark comes without a message (the page knows the
+    server's --stall-after from the feed's snapshot) and goes with the next change."""
+    proc, base, _ = start_service(["--redis-url", redis_url, "--prefix", prefix, "--stall-after", "1"])
+    try:
+        async with open_page(browser) as (page, watch):
+            ui = Ui(base, None, page, watch)
+            await engine.apply([("_sl.job.a", {"progress": 0.3, "status": "running"}),
+                                ("_sl.job.b", {"progress": 0, "status": "waiting"})])
+            await ui.open("/ui/_sl.job")
+            mark = ui.part("_sl.job.a", ".chip.stalled")
+            await ui.expect(mark).to_have_count(1)
+            await ui.expect(mark).to_be_hidden()
+            await ui.expect(mark).to_be_visible(timeout=5_000)
+            await ui.expect(mark).to_have_attribute("title", re.compile(r"^Running, but no change since"))
+            await ui.expect(ui.part("_sl.job.b", ".chip.stalled")).to_be_hidden()  # waiting: resting
+            await _post(base, "/status/_sl.job.a", {"progress": 0.5})  # through the service: the feed tells
+            await ui.expect(mark).to_be_hidden()
+    finally:
+        stop_service(proc)
+
+
+async def _post(base: str, path: str, body: dict) -> None:
+    from tornado.httpclient import AsyncHTTPClient
+
+    import orjson
+
+    resp = await AsyncHTTPClient().fetch(base + path, method="POST", body=orjson.dumps(body))
+    assert resp.code == 200

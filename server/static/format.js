@@ -7,6 +7,22 @@ let clockOffset = 0;
 
 export function syncClock(payload) {
   if (payload && typeof payload._now === "number") clockOffset = payload._now - Date.now();
+  if (payload && typeof payload._stall_after_ms === "number") stallAfterMs = payload._stall_after_ms;
+}
+
+// The server's --stall-after (from the feed's snapshot): a node whose changes
+// stop is marked stalled as time passes, without waiting for a message.
+let stallAfterMs = 0;
+const RESTING = new Set(["waiting", "paused", "finished", "failed", "canceled"]);
+
+/** Whether *node* is stalled now: the server said so, or nothing changed for --stall-after (docs/api.md). */
+export function isStalled(node, now = serverNow()) {
+  if (!node) return false;
+  if (node._stalled) return true;
+  if (!stallAfterMs || typeof node.run_time !== "number" || typeof node.end_time === "number") return false;
+  if (typeof node.progress === "number" && node.progress >= 1) return false;
+  if (typeof node.status === "string" && RESTING.has(node.status)) return false;
+  return now - node.update_time > stallAfterMs;
 }
 
 export function serverNow() {

@@ -5,7 +5,7 @@
 // attribute value), never as markup.  CSS classes come from our own lists.
 
 import { childCount, extraFields, formatPercent, formatTimes, lastSegment, nodeLabel, percent, sortedCounts,
-  statusClass } from "./format.js";
+  isStalled, statusClass } from "./format.js";
 
 /** A new element with a class and, optionally, text. */
 export function el(tag, className, text) {
@@ -40,7 +40,9 @@ export class NodeRow {
     this.keyText = el("span", "key");
     this.status = el("span", "status");
     this.counts = el("span", "counts");
-    title.append(this.name, this.status, this.counts, this.keyText);
+    this.stalled = el("span", "chip stalled", "stalled");
+    this.stalled.hidden = true;
+    title.append(this.name, this.status, this.stalled, this.counts, this.keyText);
 
     const meter = el("div", "meter");
     this.bar = el("div", "progress");
@@ -146,6 +148,10 @@ export class NodeRow {
   /** Elapsed time and ETA, against the server's clock; called every second. */
   renderTimes() {
     this.times.textContent = formatTimes(this.node);
+    const stalled = isStalled(this.node);
+    this.stalled.hidden = !stalled;
+    this.element.classList.toggle("is-stalled", stalled);
+    this.stalled.title = stalled ? `Running, but no change since ${new Date(this.node.update_time).toLocaleString()}` : "";
   }
 
   /** What leads the row: "toggle" (expand/collapse), "open" (a link to *href*) or "none". */
