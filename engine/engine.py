@@ -39,31 +39,49 @@ STALE = "stale"  # ignored: its ts is older than the node's last applied ts
 
 @dataclass(frozen=True)
 class Event:
-    """A node whose status became finished, failed or canceled (a completion event)."""
+    """An event of the events exchange: a node whose status became finished,
+    failed or canceled (kind "completed", written by apply_updates.lua), or a
+    lifecycle notice of a job root (started, long-running, stalled,
+    recovered: server/lifecycle.py)."""
 
-    id: str  # '<key>@<end_time>': unique per entry into the terminal state
+    id: str  # unique per occurrence: '<key>@<end_time>' (completed), '<key>@<kind>@<ms>' (notices)
     key: str
     status: str
     start_time: int
-    end_time: int
+    end_time: int  # completed: when it ended; a notice: when it was noticed
     run_time: int | None = None  # when it first ran (left waiting); None: never did
+    kind: str = "completed"
+    progress: float | None = None  # notices: the node's progress and eta then
+    eta: int | None = None
 
     @property
     def duration_ms(self) -> int:
-        """How long it ran: from run_time (else its first update) to its end.  A
-        step announced with progress 0 long before it starts is not counted as
-        running while it waited."""
+        """How long it ran: from run_time (else its first update) to its end (or
+        to the notice).  A step announced with progress 0 long before it
+        starts is not counted as running while it waited."""
         return self.end_time - (self.run_time if self.run_time is not None else self.start_time)
 
     def as_dict(self) -> dict:
-        return {"id": self.id, "key": self.key, "status": self.status, "start_time": self.start_time,
-                "run_time": self.run_time, "end_time": self.end_time, "duration_ms": self.duration_ms}
+        body = {"id": self.id, "event": self.kind, "key": self.key, "status": self.status,
+                "start_time": self.start_time, "run_time": self.run_time, "duration_ms": self.duration_ms}
+        if self.kind == "completed":
+            body["end_time"] = self.end_time
+        else:
+            body.update(at=self.end_time, progress=self.progress, eta=self.eta)
+        return body
+
+    def packed(self) -> bytes:
+        """The outbox form (what from_packed reads; apply_updates.lua writes the first five)."""
+        return msgpack.packb([self.key, self.status, self.start_time, self.end_time,
+                              self.run_time if self.run_time is not None else False,
+                              self.kind, self.progress, self.eta], use_bin_type=False)
 
     @classmethod
     def from_packed(cls, event_id: bytes, packed: bytes) -> "Event":
-        key, status, start, end, *began = msgpack.unpackb(packed, raw=True)
-        run = int(began[0]) if began and began[0] is not False else None
-        return cls(event_id.decode(), key.decode(), status.decode(), int(start), int(end), run)
+        key, status, start, end, *rest = msgpack.unpackb(packed, raw=True)
+        run = int(rest[0]) if rest and rest[0] is not False else None
+        kind, progress, eta = (rest[1].decode(), rest[2], rest[3]) if len(rest) > 3 else ("completed", None, None)
+        return cls(event_id.decode(), key.decode(), status.decode(), int(start), int(end), run, kind, progress, eta)
 
 
 @dataclass
@@ -138,6 +156,7 @@ class Engine:
         one_tree_per_call: bool = False,
         gc_budget: int = 1000,
         feed: bool = False,
+        stall_after_ms: int = 600_000,
     ) -> None:
         self.redis = redis
         self.keys = RedisKeys(prefix)
@@ -150,6 +169,8 @@ class Engine:
         self.one_tree_per_call = one_tree_per_call or self.cluster
         self.gc_budget = gc_budget
         self.feed = feed
+        #: A running node that has not changed for this long is stalled (0: never; engine/records.py).
+        self.stall_after_ms = stall_after_ms
         #: How scripts publish the changes of watched trees: "" (no live feed),
         #: "SPUBLISH" (sharded pub/sub, Redis 7) or "PUBLISH"; set by start().
         self.feed_command = ""

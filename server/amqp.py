@@ -253,9 +253,10 @@ class AmqpLink:
             routing_key=message.routing_key or "unroutable", timeout=30)
 
     async def publish_event(self, key: str, body: dict, event_id: str) -> None:
+        """One event, confirmed; its AMQP type is its kind (completed, started, ...)."""
         await self.events_exchange.publish(
             aio_pika.Message(orjson.dumps(body), content_type="application/json", message_id=event_id,
-                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                             type=body.get("event", "completed"), delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key=key, mandatory=False, timeout=30)
 
     # -- health --------------------------------------------------------------------

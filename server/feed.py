@@ -279,7 +279,8 @@ class Hub:
             node = await self.engine.read(sub.key, depth=2)
         except NotFound:
             node = None  # not there yet: updates follow when it appears
-        await sub.sink.send("snapshot", {"key": sub.key, "node": node, "_now": now_ms()})
+        await sub.sink.send("snapshot", {"key": sub.key, "node": node, "_now": now_ms(),
+                                         "_stall_after_ms": self.engine.stall_after_ms})
         self.sent[sub.sink.transport] += 1
         shown = {}
         stack = [node] if node else []
@@ -459,11 +460,12 @@ class Hub:
                 children.update((n["key"], n) for n in await self.engine.read_many(missing))
             return [children[k] for k in pending if k in children]
         nodes = []
+        clock = self.engine.reader.clock()  # now, eta window, stall: as a read would show them
         for key in sorted(pending, key=lambda k: k.count(".")):
             record = pending[key]
             node = decoded.get((key, record))
             if node is None:
-                node = decoded[(key, record)] = decode(key, record, fragments=True)
+                node = decoded[(key, record)] = decode(key, record, True, *clock)
             nodes.append(node)
         return nodes
 

@@ -61,7 +61,7 @@ class Retention:
         oldest_kept = now - min(ages)  # candidates: not updated since
         keys = self.engine.keys
         redis = self.engine.redis
-        namespaces = await self._namespaces()
+        namespaces = await all_namespaces(self.engine)
         start = self._rotation % len(namespaces)
         self._rotation += 1
         purged = examined = 0
@@ -99,15 +99,16 @@ class Retention:
         self.purged += purged
         return purged
 
-    async def _namespaces(self) -> list[str]:
-        """Every namespace, from the top one down.  Inner namespaces are the
-        members whose last segment starts with '_'."""
-        redis, keys = self.engine.redis, self.engine.keys
-        found, stack = [], [""]
-        while stack:
-            ns = stack.pop()
-            found.append(ns)
-            async for child, _ in redis.zscan_iter(keys.ns(ns), match=f"{ns}._*" if ns else "_*", count=1000):
-                if is_namespace(child.decode()):
-                    stack.append(child.decode())
-        return found
+
+async def all_namespaces(engine) -> list[str]:
+    """Every namespace, from the top one down.  Inner namespaces are the
+    members whose last segment starts with '_'."""
+    redis, keys = engine.redis, engine.keys
+    found, stack = [], [""]
+    while stack:
+        ns = stack.pop()
+        found.append(ns)
+        async for child, _ in redis.zscan_iter(keys.ns(ns), match=f"{ns}._*" if ns else "_*", count=1000):
+            if is_namespace(child.decode()):
+                stack.append(child.decode())
+    return found

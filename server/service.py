@@ -107,6 +107,7 @@ class Service:
                                                           health_check_interval=30)
             self.redis = aredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         self.engine = Engine(self.redis, prefix=s.prefix, eta_window_ms=int(s.eta_window * 1000), feed=True,
+                             stall_after_ms=int(s.stall_after * 1000),
                              limits=Limits(max_nodes_per_tree=s.max_nodes_per_tree))
         try:
             await self._until_redis_answers()
@@ -126,6 +127,11 @@ class Service:
             self._tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
         if s.amqp_url:
             await self._start_ingestion()
+        from .lifecycle import Lifecycle
+
+        self.lifecycle = Lifecycle(self)
+        if self.lifecycle.enabled:
+            self._tasks.append(asyncio.create_task(self.lifecycle.run(), name="lifecycle"))
         else:
             log.info("no --amqp-url: serving REST and live feeds only (no AMQP ingestion, no completion events)")
 
@@ -220,7 +226,7 @@ class Service:
         if result.events:
             # In the background: the outbox keeps the events safe, and neither the
             # REST answer nor the batch's ack waits for the broker's confirms.
-            task = asyncio.create_task(self._publish_events(result.events))
+            task = asyncio.create_task(self.publish_events(result.events))
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)
         return result
@@ -266,7 +272,7 @@ class Service:
 
     # -- completion events -------------------------------------------------------------
 
-    async def _publish_events(self, events: list[Event]) -> None:
+    async def publish_events(self, events: list[Event]) -> None:
         """Publish with confirms, then drop them from the outbox.  A failure leaves
         them in the outbox for the sweep: never lost, at worst published twice
         (the event id is the message id, for consumers that deduplicate)."""
@@ -285,7 +291,7 @@ class Service:
                 pending = await self.engine.pending_events(min_age_ms=EVENT_SWEEP_AGE_MS)
                 if pending:
                     log.info("republishing %d completion events left in outboxes", len(pending))
-                    await self._publish_events(pending)
+                    await self.publish_events(pending)
             except Exception as e:  # noqa: BLE001 - keep sweeping
                 log.warning("event sweep failed: %r", e)
 

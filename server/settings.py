@@ -35,6 +35,16 @@ class Settings:
         "help": "embedded Redis fsync policy: always, everysec or no (see docs/operations.md, Durability)"})
     eta_window: float = field(default=120.0, metadata={
         "help": "seconds: time constant of the progress-rate average behind eta"})
+    stall_after: float = field(default=600.0, metadata={
+        "help": "seconds: a running node unchanged for this long is stalled (_stalled, ?stalled=1, the "
+                "stalled notice); 0: never"})
+    long_running_after: float = field(default=3600.0, metadata={
+        "help": "seconds: a job root still unfinished this long after it started gets a long-running "
+                "notice on the events exchange; 0: never"})
+    long_running_every: float = field(default=86400.0, metadata={
+        "help": "seconds between the long-running notices of one job"})
+    lifecycle_interval: float = field(default=30.0, metadata={
+        "help": "seconds between sweeps for stalled, recovered and long-running job roots"})
     gc_interval: float = field(default=30.0, metadata={
         "help": "seconds between sweeps freeing the storage of deleted subtrees"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
