@@ -183,3 +183,22 @@ def private_rabbit(amqp_url):
     node.start()
     yield node
     node.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A Redis Cluster of three masters of the tests' own (tests/cluster_support.py);
+    skipped without redis-server and redis-cli, failing instead under REQUIRE_CLUSTER=1."""
+    import shutil
+
+    from .cluster_support import LocalCluster
+
+    missing = [t for t in ("redis-server", "redis-cli") if not shutil.which(t)]
+    if missing:
+        why = f"no {' or '.join(missing)} on the PATH for a Redis Cluster"
+        if os.environ.get("REQUIRE_CLUSTER") == "1":
+            pytest.fail(f"REQUIRE_CLUSTER=1 but {why}")
+        pytest.skip(why)
+    c = LocalCluster().start()
+    yield c
+    c.stop()

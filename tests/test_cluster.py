@@ -15,16 +15,8 @@ from redis.crc import key_slot
 
 from sca_progress.engine import APPLIED, Engine, NotFound
 
-from .cluster_support import LocalCluster
 from .conftest import RUN_PREFIX
 from .procs import start_service, stop_service
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = LocalCluster().start()
-    yield c
-    c.stop()
 
 
 @pytest.fixture

@@ -47,11 +47,12 @@ fields = st.dictionaries(
 
 class TreeMachine(RuleBasedStateMachine):
     redis_url = ""
+    cluster = False  # a Redis Cluster node's URL: the engine routes by slot (engine/cluster.py)
 
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.redis = aredis.from_url(self.redis_url)
+        self.redis = (aredis.RedisCluster if self.cluster else aredis.Redis).from_url(self.redis_url)
         self.engine = Engine(self.redis, prefix=f"{RUN_PREFIX}-sm-{uuid.uuid4().hex[:8]}")
         self.run(self.engine.start())
         self.model = Model()
@@ -110,5 +111,11 @@ class TreeMachine(RuleBasedStateMachine):
 
 
 def test_tree_matches_model(redis_url):
-    TreeMachine.redis_url = redis_url
+    TreeMachine.redis_url, TreeMachine.cluster = redis_url, False
+    run_state_machine_as_test(TreeMachine)
+
+
+def test_tree_matches_model_on_a_cluster(cluster):
+    """The same machine on three masters: every call routed by the slot of its tree."""
+    TreeMachine.redis_url, TreeMachine.cluster = cluster.url, True
     run_state_machine_as_test(TreeMachine)

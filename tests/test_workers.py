@@ -61,6 +61,16 @@ def test_workers_share_the_port_and_a_dead_one_is_restarted(tmp_path):
             status, body = request(base, "GET", "/status/_wk.j")
             assert status == 200 and body["progress"] == 1 and len(body["_children"]) == 20
 
+        # A live feed on one worker sees what the other workers apply (through Redis).
+        from .test_cluster import _sse_until
+
+        def post_everywhere():
+            for i in range(20):  # fresh connections: the kernel spreads them over both workers
+                assert request(base, "POST", f"/status/_wk.j.s{i}", {"progress": 0.5, "msg": f"live {i}"})[0] == 200
+
+        seen_by_feed = _sse_until(base, "_wk.j", post_everywhere, b'"live 19"')
+        assert all(f'"live {i}"'.encode() in seen_by_feed for i in range(20))
+
         os.kill(seen[1], signal.SIGKILL)
         deadline = time.monotonic() + 20
         while True:
@@ -92,7 +102,8 @@ def test_a_bad_worker_count_is_refused():
 
 
 @pytest.mark.timeout(300)
-async def test_partitioned_intake_keeps_each_nodes_order_when_a_worker_dies(redis_url, amqp_url, amqp_names):
+@pytest.mark.parametrize("workers", [2, 3])
+async def test_partitioned_intake_keeps_each_nodes_order_when_a_worker_dies(redis_url, amqp_url, amqp_names, workers):
     """Updates without ts are applied in arrival order, so a node's last message
     must be its final state.  A backlog drained by two consumers of one queue
     breaks that (each holds a share of every node's messages, and whichever
@@ -101,13 +112,13 @@ async def test_partitioned_intake_keeps_each_nodes_order_when_a_worker_dies(redi
     A worker killed mid-drain hands its partitions to the other, which gets
     the dead one's unacknowledged messages first, so the order still holds."""
     names = amqp_names
-    flags = ["--workers", "2", "--redis-url", redis_url, "--prefix", f"{RUN_PREFIX}-wq-{os.urandom(3).hex()}",
+    flags = ["--workers", str(workers), "--redis-url", redis_url, "--prefix", f"{RUN_PREFIX}-wq-{os.urandom(3).hex()}",
              "--amqp-url", amqp_url, "--amqp-partitions", "4", "--batch-wait", "0.02",
              "--batch-size", "250", "--prefetch", "500", *names.flags()]
     proc, _, _ = start_service(flags)  # declares the partitions, then stops: the backlog waits in them
     try:
-        await wait_for(lambda: _partitions_consumed(amqp_url, names.queue, 4, 2), timeout=60,
-                       what="both workers on every partition")
+        await wait_for(lambda: _partitions_consumed(amqp_url, names.queue, 4, workers), timeout=60,
+                       what="every worker on every partition")
     finally:
         assert stop_service(proc) == 0
     nodes = [f"_wq.j{j % 20}.leaf{j}" for j in range(101)]  # odd: round-robin would split every node
