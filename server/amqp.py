@@ -168,7 +168,8 @@ class AmqpLink:
         self.state = "consuming"
         log.info("consuming AMQP %s (exchange %r, binding %r, prefetch %d)",
                  f"queue {s.amqp_queue!r}" if len(self.queues) == 1 else
-                 f"partitions {', '.join(q.name for q in own)} (standing by for {len(others)} more)",
+                 f"partitions {', '.join(q.name for q in own)} first, active unless another process already "
+                 f"holds them (standing by for {len(others)} more)",
                  s.amqp_exchange, s.amqp_binding, self.prefetch)
 
     async def _declare_intake(self, exchange) -> list:

@@ -75,3 +75,27 @@ def metrics_app(service: Service) -> tornado.web.Application:
     return tornado.web.Application([(r"/metrics", MetricsHandler)], default_handler_class=NotFoundHandler,
                                    service=service, engine=service.engine, cors_origins=frozenset(),
                                    log_function=lambda handler: None)
+
+
+class _Starting(tornado.web.RequestHandler):
+    """Every route while the service waits for Redis at start-up: the process
+    lives (/health/live), it is not ready, and the API says why."""
+
+    def prepare(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        if self.request.path == "/health/live":
+            self.finish(b'{"status":"live"}')
+        elif self.request.path == "/health/ready":
+            self.set_status(503)
+            self.finish(b'{"status":"not-ready","problems":["starting: Redis does not answer yet"]}')
+        else:
+            self.set_status(503)
+            self.set_header("Retry-After", "1")
+            self.finish(b'{"error":{"code":"starting","message":"the service is starting: '
+                        b'Redis does not answer yet"}}')
+
+
+def starting_app() -> tornado.web.Application:
+    """What answers while make_app waits for Redis (server/run.py swaps it for the real one)."""
+    return tornado.web.Application([], default_handler_class=_Starting, log_function=lambda handler: None)

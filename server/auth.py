@@ -37,6 +37,8 @@ from sca_progress.engine.errors import Forbidden, Unauthorized
 
 from .settings import Settings
 
+#: Shortest --jwt-secret that draws no warning: HS256's key should be as long as its hash.
+MIN_SECRET_BYTES = 32
 #: Seconds by which a token's exp and nbf may be off (clocks of the issuer and
 #: this server disagree): a token is refused CLOCK_SKEW_S seconds after exp.
 CLOCK_SKEW_S = 5
@@ -101,6 +103,10 @@ class Authorizer:
             raise SystemExit("give --jwt-secret or --jwt-public-key, not both")
         if settings.jwt_secret:
             self.key, self.algorithms = settings.jwt_secret, ["HS256"]
+            if len(settings.jwt_secret.encode()) < MIN_SECRET_BYTES:
+                log.warning("--jwt-secret is %d bytes: HS256 wants at least %d random bytes (RFC 7518); "
+                            "a short secret can be guessed offline from any token",
+                            len(settings.jwt_secret.encode()), MIN_SECRET_BYTES)
         elif settings.jwt_public_key:
             pem = Path(settings.jwt_public_key).read_bytes()
             self.key = serialization.load_pem_public_key(pem)

@@ -9,8 +9,10 @@ import orjson
 import tornado.web
 from tornado.log import access_log
 
-#: Requests slower than this are logged even with --access-log errors.
+#: Requests slower than this are logged even with --access-log errors ...
 SLOW_REQUEST_S = 1.0
+#: ... but streams, which last as long as their client stays.
+STREAMS = frozenset({"/events/{key}", "/socket.io"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -61,7 +63,7 @@ def request_logger(mode: str, metrics=None, redact=lambda request: request.uri):
         code = getattr(handler, "error_code", "")
         if metrics is not None:
             metrics.observe_request(request.method, route, status, code, took)
-        if mode == "off" or (mode == "errors" and status < 400 and took < SLOW_REQUEST_S):
+        if mode == "off" or (mode == "errors" and status < 400 and (took < SLOW_REQUEST_S or route in STREAMS)):
             return
         log = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
         uri = redact(request)

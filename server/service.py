@@ -151,13 +151,15 @@ class Service:
         """--redis-cluster yes or no, or (auto) what the node says in INFO cluster;
         waits (capped backoff) while the node cannot be reached."""
         mode = self.settings.redis_cluster
-        if mode != "auto":
-            return mode == "yes"
         delay = 0.5
         while True:
             probe = aredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
             try:
-                return bool((await probe.info("cluster")).get("cluster_enabled"))
+                enabled = bool((await probe.info("cluster")).get("cluster_enabled"))
+                if mode != "auto" and enabled != (mode == "yes"):
+                    raise SystemExit(f"--redis-cluster {mode}, but {_redacted(url)} is "
+                                     f"{'a' if enabled else 'not a'} Redis Cluster node (auto asks the node)")
+                return enabled
             except (OSError, aredis.ConnectionError, aredis.TimeoutError) as e:
                 log.warning("redis unreachable (%s); retrying in %.1f s", e, delay)
                 await asyncio.sleep(delay)

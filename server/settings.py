@@ -19,8 +19,8 @@ def _default_data_dir() -> str:
 @dataclass
 class Settings:
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
-    port: int = field(default=8080, metadata={"help": "HTTP port"})
-    metrics_port: int = field(default=0, metadata={
+    port: int = field(default=8080, metadata={"min": 0, "max": 65535, "help": "HTTP port"})
+    metrics_port: int = field(default=0, metadata={"min": 0, "max": 65535,
         "help": "also serve GET /metrics of this process alone on this port (worker i of --workers: "
                 "this port + i), for Prometheus to scrape each process; 0: off"})
     redis_url: str = field(default="", metadata={
@@ -33,19 +33,19 @@ class Settings:
         "help": "where the embedded Redis keeps its append-only file"})
     appendfsync: str = field(default="everysec", metadata={
         "help": "embedded Redis fsync policy: always, everysec or no (see docs/operations.md, Durability)"})
-    eta_window: float = field(default=120.0, metadata={
+    eta_window: float = field(default=120.0, metadata={"min": 0, 
         "help": "seconds: time constant of the progress-rate average behind eta"})
-    stall_after: float = field(default=600.0, metadata={
+    stall_after: float = field(default=600.0, metadata={"min": 0, 
         "help": "seconds: a running node unchanged for this long is stalled (_stalled, ?stalled=1, the "
                 "stalled notice); 0: never"})
-    long_running_after: float = field(default=3600.0, metadata={
+    long_running_after: float = field(default=3600.0, metadata={"min": 0, 
         "help": "seconds: a job root still unfinished this long after it started gets a long-running "
                 "notice on the events exchange; 0: never"})
-    long_running_every: float = field(default=86400.0, metadata={
+    long_running_every: float = field(default=86400.0, metadata={"min": 0, 
         "help": "seconds between the long-running notices of one job"})
-    lifecycle_interval: float = field(default=30.0, metadata={
+    lifecycle_interval: float = field(default=30.0, metadata={"min": 0, 
         "help": "seconds between sweeps for stalled, recovered and long-running job roots"})
-    gc_interval: float = field(default=30.0, metadata={
+    gc_interval: float = field(default=30.0, metadata={"min": 0, 
         "help": "seconds between sweeps freeing the storage of deleted subtrees"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
     log_format: str = field(default="text", metadata={"choices": ("text", "json"),
@@ -53,7 +53,7 @@ class Settings:
                 "request_id, route, status, duration_ms)"})
     access_log: str = field(default="errors", metadata={"choices": ("all", "errors", "off"),
         "help": "all: log every request; errors: answers of 400 and up and requests slower than 1 s; off"})
-    feed_tick: float = field(default=0.1, metadata={
+    feed_tick: float = field(default=0.1, metadata={"min": 0, 
         "help": "seconds over which live-feed updates are coalesced per subscription"})
     jwt_secret: str = field(default="", metadata={
         "help": "HS256 secret: turns bearer-token auth on (see docs/operations.md, Security)"})
@@ -65,11 +65,11 @@ class Settings:
         "help": "most nodes one tree may hold; 0: no cap"})
     rate_limit: int = field(default=20_000, metadata={
         "help": "most updates per second one token may write over REST (auth on); 0: no limit"})
-    retention_days: float = field(default=30.0, metadata={
+    retention_days: float = field(default=30.0, metadata={"min": 0, 
         "help": "trees not updated for this many days are purged; 0: never"})
-    retention_finished_days: float = field(default=7.0, metadata={
+    retention_finished_days: float = field(default=7.0, metadata={"min": 0, 
         "help": "the same for trees whose root status is finished"})
-    retention_interval: float = field(default=600.0, metadata={"help": "seconds between retention sweeps"})
+    retention_interval: float = field(default=600.0, metadata={"min": 0, "help": "seconds between retention sweeps"})
     cors_origins: str = field(default="", metadata={
         "help": "comma-separated origins allowed to call the API and socket.io from other sites; "
                 "empty: same origin only"})
@@ -78,7 +78,7 @@ class Settings:
     amqp_exchange: str = field(default="progress", metadata={"help": "topic exchange producers publish to"})
     amqp_queue: str = field(default="progress", metadata={"help": "durable queue the service consumes"})
     amqp_binding: str = field(default="#", metadata={"help": "binding key of that queue"})
-    amqp_partitions: int = field(default=0, metadata={
+    amqp_partitions: int = field(default=0, metadata={"min": 0, "max": 1024,
         "help": "split the intake into this many single-active-consumer queues behind a consistent-hash "
                 "exchange, so several processes share it in per-node order; 0: one queue (default; "
                 "16 with --workers above 1)"})
@@ -90,7 +90,7 @@ class Settings:
     amqp_events: str = field(default="progress.events", metadata={
         "help": "topic exchange for completion events; empty: no events"})
     batch_size: int = field(default=2000, metadata={"help": "most deliveries applied in one engine call"})
-    batch_wait: float = field(default=0.05, metadata={
+    batch_wait: float = field(default=0.05, metadata={"min": 0, 
         "help": "seconds a batch waits to fill up after its first delivery"})
     prefetch: int = field(default=0, metadata={"help": "unacknowledged deliveries in hand; 0: twice batch-size"})
     max_redeliveries: int = field(default=5, metadata={
@@ -116,6 +116,10 @@ class Settings:
             choices = f.metadata.get("choices")
             if choices and values[f.name] not in choices:
                 raise SystemExit(f"--{f.name.replace('_', '-')}: {raw!r} is not one of {', '.join(choices)}")
+            low, high = f.metadata.get("min"), f.metadata.get("max")
+            if (low is not None and values[f.name] < low) or (high is not None and values[f.name] > high):
+                bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
+                raise SystemExit(f"--{f.name.replace('_', '-')}: {raw!r} is not {bounds}")
         return cls(**values)
 
 
@@ -130,5 +134,5 @@ def _convert(typ: str, name: str, raw: str):
         if typ == "float":
             return float(raw)
     except ValueError:
-        raise SystemExit(f"--{name.replace('_', '-')}: {raw!r} is not a {typ}") from None
+        raise SystemExit(f"--{name.replace('_', '-')}: {raw!r} is not {'an integer' if typ == 'int' else 'a number'}") from None
     return raw

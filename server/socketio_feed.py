@@ -116,6 +116,8 @@ def socketio_handler(sio: socketio.AsyncServer, cors_origins: list[str]):
     allowed = frozenset(cors_origins)
 
     class Handler(socketio.get_tornado_handler(sio)):
+        route = "/socket.io"  # metrics, and the access log's streams (server/logs.py)
+
         def check_origin(self, origin: str) -> bool:
             if origin in allowed:
                 return True

@@ -19,11 +19,11 @@ import signal
 import time
 from dataclasses import replace
 
-import tornado.netutil
 import uvloop
 
-from sca_progress.engine.embedded import EmbeddedRedis
+from sca_progress.engine.embedded import EmbeddedRedis, exit_with_parent
 
+from .run import CANNOT_START
 from .settings import Settings
 
 log = logging.getLogger("sca_progress.workers")
@@ -49,12 +49,12 @@ def worker_count(raw: str) -> int:
     return n
 
 
-def run(settings: Settings, serve, with_demo: bool = False) -> int:
+def run(settings: Settings, serve, bind, with_demo: bool = False) -> int:
     """Bind, fork worker_count(settings.workers) workers running *serve*, supervise them."""
     count = worker_count(settings.workers)
     if settings.amqp_url and not settings.amqp_partitions:
         settings = replace(settings, amqp_partitions=DEFAULT_PARTITIONS)
-    sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
+    sockets = bind(settings.host, settings.port)
     port = sockets[0].getsockname()[1]
     embedded = None
     try:
@@ -64,11 +64,14 @@ def run(settings: Settings, serve, with_demo: bool = False) -> int:
             log.info("no --redis-url: started an embedded Redis under %s (appendfsync %s)",
                      embedded.data_dir, settings.appendfsync)
         supervisor = Supervisor(settings, sockets, count, serve, with_demo)
+
+        def all_ready() -> None:  # every worker serves its routes: say so, once
+            log.info("listening on http://%s:%d (%d workers)", settings.host, port, count)
+            if embedded is not None:
+                embedded.lock.say(f"pid {os.getpid()}, http://{settings.host}:{port}, {count} workers")
+
         supervisor.start()
-        log.info("listening on http://%s:%d (%d workers)", settings.host, port, count)
-        if embedded is not None:
-            embedded.lock.say(f"pid {os.getpid()}, http://{settings.host}:{port}, {count} workers")
-        return supervisor.wait()
+        return supervisor.wait(all_ready)
     finally:
         for s in sockets:
             s.close()
@@ -83,6 +86,12 @@ class Supervisor:
         self.children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, started at)
         self.delays = [0.0] * count
         self.stopping = False
+        self.parent = os.getpid()
+        self.failed = False
+        # Each worker writes a byte here once it serves its routes (until then
+        # the port answers 503 "starting": server/run.py).
+        self._ready_r, self._ready_w = os.pipe()
+        os.set_blocking(self._ready_r, False)
 
     def start(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -100,20 +109,26 @@ class Supervisor:
             except ProcessLookupError:
                 pass
 
-    def _spawn(self, index: int) -> None:
+    def _spawn(self, index: int, early: bool = True) -> None:
         pid = os.fork()
         if pid == 0:
-            self._child(index)  # never returns
+            self._child(index, early)  # never returns
         self.children[pid] = (index, time.monotonic())
         log.info("worker %d started (pid %d)", index, pid)
 
-    def _child(self, index: int) -> None:
+    def _child(self, index: int, early: bool) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)  # serve() installs its own in its loop
+        exit_with_parent()  # a supervisor killed with -9 leaves no worker behind
+        if os.getppid() != self.parent:
+            os._exit(0)  # it died before the line above
         code = 0
         try:
             uvloop.run(self.serve(self.settings, self.with_demo and index == 0, sockets=self.sockets,
-                                  worker=(index, self.count)))
+                                  worker=(index, self.count), ready=lambda: os.write(self._ready_w, b"1"),
+                                  early=early))
+        except SystemExit as e:  # a refusal already logged (CANNOT_START: the supervisor stops)
+            code = e.code if isinstance(e.code, int) else 1
         except BaseException:  # noqa: BLE001 - a worker reports, and its supervisor restarts it
             log.exception("worker %d failed", index)
             code = 1
@@ -121,10 +136,20 @@ class Supervisor:
             logging.shutdown()
             os._exit(code)
 
-    def wait(self) -> int:
-        """Until every worker has exited after a stop; restarts those that die before."""
+    def wait(self, on_all_ready=None) -> int:
+        """Until every worker has exited after a stop; restarts those that die
+        before.  Calls *on_all_ready* once, when every worker first serves."""
         restarts: list[tuple[float, int]] = []
+        readies = 0
         while self.children or (restarts and not self.stopping):
+            if on_all_ready is not None:
+                try:
+                    readies += len(os.read(self._ready_r, 1024))
+                except BlockingIOError:
+                    pass
+                if readies >= self.count:
+                    on_all_ready()
+                    on_all_ready = None
             for pid in list(self.children):
                 try:
                     done, status = os.waitpid(pid, os.WNOHANG)
@@ -134,6 +159,11 @@ class Supervisor:
                     continue
                 index, started = self.children.pop(pid)
                 if self.stopping:
+                    continue
+                if os.WIFEXITED(status) and os.WEXITSTATUS(status) == CANNOT_START:
+                    log.error("worker %d cannot start as configured (see above): stopping", index)
+                    self.failed = True
+                    self._on_signal(signal.SIGTERM, None)
                     continue
                 how = (f"was killed by signal {-os.waitstatus_to_exitcode(status)}"
                        if os.WIFSIGNALED(status) else f"exited with {os.waitstatus_to_exitcode(status)}")
@@ -146,6 +176,6 @@ class Supervisor:
             for due, index in [r for r in restarts if r[0] <= now]:
                 restarts.remove((due, index))
                 if not self.stopping:
-                    self._spawn(index)
+                    self._spawn(index, early=False)  # the others serve meanwhile: it joins when ready
             time.sleep(0.1)
-        return 0
+        return CANNOT_START if self.failed else 0

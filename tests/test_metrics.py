@@ -210,3 +210,41 @@ def test_a_bad_log_format_is_refused():
     out = subprocess.run([sys.executable, "-m", "sca_progress.server.cli", "serve", "--log-format", "xml"],
                          capture_output=True, text=True, timeout=60, env={**os.environ})
     assert out.returncode != 0 and "--log-format: 'xml' is not one of text, json" in out.stderr
+
+
+def test_while_redis_is_unreachable_at_start_the_port_answers_live_and_not_ready(tmp_path):
+    import sys
+
+    redis_port, port = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "sca_progress.server.cli", "serve", "--host", "127.0.0.1",
+                             "--port", str(port), "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
+                             "--prefix", RUN_PREFIX], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    redis = None
+    try:
+        for _ in range(200):  # the port answers before Redis does
+            try:
+                status, body = _get(f"{base}/health/live")
+                break
+            except urllib.error.URLError:
+                time.sleep(0.05)
+        assert status == 200 and body["status"] == "live"
+        status, body = _get(f"{base}/health/ready")
+        assert status == 503 and body["status"] == "not-ready" and "starting" in body["problems"][0]
+        status, body = _get(f"{base}/status/_wait.j")
+        assert status == 503 and body["error"]["code"] == "starting"
+        redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                                  "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+        for _ in range(400):  # its retry backoff reaches a few seconds
+            if _get(f"{base}/health/ready")[0] == 200:
+                break
+            time.sleep(0.05)
+        assert _get(f"{base}/health/ready")[0] == 200
+        assert _get(f"{base}/status/_wait.nothing")[0] == 404  # the real routes now
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+        if redis is not None:
+            redis.terminate()
+            redis.wait(10)
+    assert proc.returncode == 0 and "Traceback" not in err, err
