@@ -13,7 +13,7 @@ import tornado.netutil
 
 from . import demo
 from .app import http_server, make_app, metrics_app, starting_app
-from .settings import Settings
+from .settings import CANNOT_START, Settings
 
 log = logging.getLogger("sca_progress")
 
@@ -32,9 +32,6 @@ def quiet_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-#: Exit status of a server that cannot start as configured (a port in use):
-#: the --workers supervisor stops instead of restarting it.
-CANNOT_START = 3
 
 
 def bind(host: str, port: int, flag: str = "--port") -> list:

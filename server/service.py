@@ -34,7 +34,7 @@ from sca_progress.engine.errors import RateLimited, Unauthorized, redis_errors
 
 from .auth import OPEN, TICKET_TTL_MS, Authorizer, Grant, is_loopback, new_ticket
 from .metrics import Metrics
-from .settings import Settings
+from .settings import CANNOT_START, Settings
 from .tasks import cancel_and_wait, wait_event
 
 log = logging.getLogger("sca_progress.service")
@@ -157,8 +157,9 @@ class Service:
             try:
                 enabled = bool((await probe.info("cluster")).get("cluster_enabled"))
                 if mode != "auto" and enabled != (mode == "yes"):
-                    raise SystemExit(f"--redis-cluster {mode}, but {_redacted(url)} is "
-                                     f"{'a' if enabled else 'not a'} Redis Cluster node (auto asks the node)")
+                    log.error("--redis-cluster %s, but %s is %s Redis Cluster node (auto asks the node)",
+                              mode, _redacted(url), "a" if enabled else "not a")
+                    raise SystemExit(CANNOT_START)
                 return enabled
             except (OSError, aredis.ConnectionError, aredis.TimeoutError) as e:
                 log.warning("redis unreachable (%s); retrying in %.1f s", e, delay)

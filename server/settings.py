@@ -16,6 +16,10 @@ def _default_data_dir() -> str:
     return str(Path(base) / "sca-progress")
 
 
+#: Exit status of a server that cannot start as configured (a port in use, a
+#: contradicting flag): the --workers supervisor stops instead of restarting it.
+CANNOT_START = 3
+
 @dataclass
 class Settings:
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})

@@ -23,8 +23,7 @@ import uvloop
 
 from sca_progress.engine.embedded import EmbeddedRedis, exit_with_parent
 
-from .run import CANNOT_START
-from .settings import Settings
+from .settings import CANNOT_START, Settings
 
 log = logging.getLogger("sca_progress.workers")
 
