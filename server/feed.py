@@ -342,7 +342,11 @@ class Hub:
         groups = self.by_base.get(channel[:-1])
         if not groups:
             return
-        _, items, removed = unpack(message["data"])
+        parts = unpack(message["data"])
+        items, removed = parts[1], parts[2]
+        if len(parts) > 3 and parts[3]:  # a lifecycle notice of the tree (server/lifecycle.py)
+            self._notice(groups, parts[3])
+            return
         first = next(iter(groups.values()))  # one channel: one tree's, or one namespace's
         if first.namespace:
             changes = [(child.decode(), None) for child in items]
@@ -371,6 +375,17 @@ class Hub:
                 group.removed.clear()
                 for sub in group.subs:
                     sub.resync = True
+
+    def _notice(self, groups: dict, body: bytes) -> None:
+        """A lifecycle notice goes at once, as a 'notice' event, to every
+        subscriber of the tree (whatever key of it they follow)."""
+        frame = Frame("notice", orjson.loads(body))
+        for group in groups.values():
+            for sub in group.subs:
+                if sub.ready:
+                    task = asyncio.ensure_future(sub.sink.send_frame(frame))
+                    task.add_done_callback(lambda t: t.exception())
+                    self.sent[sub.sink.transport] += 1
 
     # -- to clients ----------------------------------------------------------------
 

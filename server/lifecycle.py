@@ -30,8 +30,12 @@ import asyncio
 import logging
 import os
 
+import orjson
+
 from sca_progress.engine import Event, now_ms
 from sca_progress.engine.keys import is_namespace
+
+from sca_progress.engine.scripts import pack
 
 from .retention import all_namespaces
 
@@ -118,7 +122,24 @@ class Lifecycle:
                 if drops:
                     pipe.hdel(keys.tree(root) + "lc", *drops)
             await pipe.execute()
+        await self._to_feeds(due)
         return [event for _, event, _, _ in due]
+
+    async def _to_feeds(self, due: list) -> None:
+        """Each notice also goes to the live feed of its tree, when watched
+        (SSE and socket.io subscribers get a 'notice' event: server/feed.py)."""
+        command = self.engine.feed_command
+        if not command:
+            return
+        redis, keys = self.engine.redis, self.engine.keys
+        async with redis.pipeline(transaction=False) as pipe:
+            for root, _, _, _ in due:
+                pipe.exists(keys.tree(root) + "w")
+            watched = await pipe.execute()
+        for (root, event, _, _), on in zip(due, watched):
+            if on:
+                await redis.execute_command(command, keys.tree(root) + "f",
+                                            pack([event.end_time, [], False, orjson.dumps(event.as_dict())]))
 
     def _notices(self, node: dict, state: dict, now: int, active_since: int):
         """(event, lc fields to set, lc fields to drop) due for one job root."""

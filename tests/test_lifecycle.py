@@ -119,6 +119,17 @@ async def received(queue, until, timeout: float = 20.0) -> list[dict]:
 
 async def test_lifecycle_notices_of_job_roots(lifecycle_service, http):
     base, app, queue = lifecycle_service
+    # A live feed of the long job (of a key inside it) gets the notices too, as 'notice' events.
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /events/_lc.long.step HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n")  # 1.0: no chunks
+    streamed = bytearray()
+
+    async def follow():
+        while chunk := await reader.read(65536):
+            streamed.extend(chunk)
+
+    follower = asyncio.ensure_future(follow())
     # A short job: started, then completed; nothing else.
     await http("POST", f"{base}/status/_lc.short", {"status": "running", "progress": 0.1})
     await http("POST", f"{base}/status/_lc.short", {"status": "finished", "progress": 1})
@@ -154,6 +165,12 @@ async def test_lifecycle_notices_of_job_roots(lifecycle_service, http):
     assert all(e["duration_ms"] >= 1000 and 0 < e["progress"] < 1 and e["status"] == "" for e in running)
     assert any(e["eta"] for e in running)  # its rate gives an eta
     assert len({e["id"] for e in got}) == len(got)  # each occurrence once
+    follower.cancel()
+    writer.close()
+    feed_notices = [orjson.loads(block.split(b"data: ", 1)[1]) for block in bytes(streamed).split(b"\n\n")
+                    if block.startswith(b"event: notice")]
+    assert {n["event"] for n in feed_notices} >= {"long-running", "stalled", "recovered"}, bytes(streamed)[-800:]
+    assert all(n["key"] == "_lc.long" for n in feed_notices)
     assert app.settings["service"].lifecycle.noticed >= len(got) - 2  # the completions came from the scripts
 
 
