@@ -8,9 +8,23 @@
             stage(f)
 
 ``Reporter`` blocks only in flush()/close(); ``AsyncReporter`` is its asyncio
-twin.  See reporter.py.
+twin.  See reporter.py.  The reporters (and asyncio with them) are imported
+when first named, so that the commands (``sca-progress watch``, …), which
+live in this package too, start without them.
 """
 from .errors import ReporterError, ReporterWarning
-from .reporter import UNSET, AsyncReporter, Reporter, track
 
 __all__ = ["UNSET", "AsyncReporter", "Reporter", "ReporterError", "ReporterWarning", "track"]
+_FROM_REPORTER = {"UNSET", "AsyncReporter", "Reporter", "track"}
+
+
+def __getattr__(name: str):
+    if name in _FROM_REPORTER:
+        from . import reporter
+
+        return getattr(reporter, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _FROM_REPORTER)

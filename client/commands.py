@@ -11,17 +11,18 @@ Both take ``--url`` (default ``$SCA_PROGRESS_URL``, which may end in
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
+import logging
 import sys
 from urllib.parse import quote
 
 import orjson
 
-from .config import resolve
+from .config import SCHEMES_REASON, BadUrl, resolve
 from .errors import ReporterError
-from .http import HttpConnection, HttpError
-from .reporter import Reporter
-from .rest import error_of
+
+#: Libraries whose own log lines repeat, less clearly, what a command says when it fails.
+QUIET_LOGGERS = ("aiormq", "aio_pika")
 
 
 def parse_field(text: str) -> tuple[str, object]:
@@ -66,7 +67,8 @@ def add_post(subparsers) -> argparse.ArgumentParser:
         description="Post one update of KEY. Each NAME=VALUE is a field; a VALUE that is JSON "
                     "(0.5, true, null, \"42\", {...}) is sent as such, anything else as text. "
                     "null removes a field. Exits 1 when the update was refused (the error code is "
-                    "printed on stderr), 2 when the service could not be reached.")
+                    "printed on stderr), 2 when the service could not be reached or --url is not a "
+                    "service URL.")
     parser.add_argument("items", nargs="*", metavar="[KEY] NAME=VALUE", help="the key, then the fields")
     parser.add_argument("--progress", type=float, default=None, help="progress, 0 to 1")
     parser.add_argument("--msg", default=None, help="the message")
@@ -98,8 +100,39 @@ def add_get(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _quiet_libraries():
+    """Silence the AMQP libraries' logging below CRITICAL while a command runs."""
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _resolve(command: str, args: argparse.Namespace, exchange: str | None = None, http_only: bool = False):
+    """resolve() for a command: a bad URL is one line on stderr and exit status 2."""
+    try:
+        return resolve(args.url, args.token, exchange, url_source="--url")
+    except BadUrl as e:
+        reason = "must be http(s)://" if http_only and e.reason == SCHEMES_REASON else e.reason
+        print(f"sca-progress {command}: bad {e.source} {e.url!r}: {reason}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def run_post(args: argparse.Namespace) -> int:
-    target, _ = resolve(args.url, args.token, args.exchange)
+    with _quiet_libraries():
+        return _post(args)
+
+
+def _post(args: argparse.Namespace) -> int:
+    from .reporter import Reporter
+
+    target, _ = _resolve("post", args, args.exchange)
     key, fields = _key_and_fields(args.items + args.field, target.key)
     for name in ("progress", "msg", "status", "weight"):
         if getattr(args, name) is not None:
@@ -107,7 +140,7 @@ def run_post(args: argparse.Namespace) -> int:
     if not fields:
         raise SystemExit("sca-progress post: nothing to post: give --progress, --msg, --status or NAME=VALUE")
     reporter = Reporter(key, args.url, token=args.token, exchange=args.exchange, rate=0,
-                        retries=args.retries, raise_errors=True)
+                        retries=args.retries, flush_timeout=None, raise_errors=True)
     try:
         reporter.update(**fields)
         reporter.close()
@@ -118,7 +151,9 @@ def run_post(args: argparse.Namespace) -> int:
 
 
 def run_get(args: argparse.Namespace) -> int:
-    target, token = resolve(args.url, args.token)
+    import asyncio
+
+    target, token = _resolve("get", args, http_only=True)
     if target.is_amqp:
         raise SystemExit("sca-progress get: reading needs the service's http(s):// URL, not an AMQP one")
     key = args.key or target.key
@@ -127,6 +162,8 @@ def run_get(args: argparse.Namespace) -> int:
         print(f"sca-progress get: {body}", file=sys.stderr)
         return 2
     if status != 200:
+        from .rest import error_of
+
         code, message = error_of(status, body)
         print(f"sca-progress get: {status} {code}: {message}", file=sys.stderr)
         return 1
@@ -143,6 +180,8 @@ def run_get(args: argparse.Namespace) -> int:
 
 
 async def _get(base: str, token: str | None, key: str | None, depth: int, limit: int | None):
+    from .http import HttpConnection, HttpError
+
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     path = "/status" + (f"/{quote(key, safe='.:@~_-')}" if key else "") + f"?depth={depth}"
     if limit is not None:

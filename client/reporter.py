@@ -13,6 +13,9 @@ AMQP, by the URL's scheme.
 
 Failures to report never stop the job: they come back as a ReporterWarning
 at the reporter's next call (or as a ReporterError with ``raise_errors=True``).
+While the service is unreachable, flush points wait ``flush_timeout`` at most
+(and the outage is told once); a URL that is no service URL at all makes a
+reporter that drops its updates, with one warning.
 """
 from __future__ import annotations
 
@@ -20,12 +23,14 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import os
+import sys
 import time
 import warnings
 import weakref
 from collections.abc import AsyncIterable, Iterable, Mapping
 
-from .config import resolve
+from .config import BadUrl, Target, resolve
 from .errors import ReporterError, ReporterWarning
 from .session import Session
 
@@ -70,13 +75,24 @@ class _Base:
 
     def __init__(self, key: str | None = None, url: str | None = None, *, token: str | None = None,
                  exchange: str | None = None, rate: float | None = 2.0, retries: int = 4,
-                 backoff: float = 0.5, timeout: float = 10.0, raise_errors: bool = False,
-                 _session: Session | None = None) -> None:
+                 backoff: float = 0.5, timeout: float = 10.0, flush_timeout: float | None = 1.0,
+                 raise_errors: bool = False, _session: Session | None = None) -> None:
         if _session is None:
-            target, token = resolve(url, token, exchange)
-            key = key or target.key
-            _session = Session(target, token, rate=rate, retries=retries, backoff=backoff,
-                               timeout=timeout, threaded=self._threaded)
+            options = {"rate": rate, "retries": retries, "backoff": backoff, "timeout": timeout,
+                       "flush_timeout": flush_timeout, "threaded": self._threaded}
+            try:
+                target, token = resolve(url, token, exchange)
+            except BadUrl as e:
+                # A typo in the environment must not fail the job: report nothing, say so once.
+                if raise_errors:
+                    raise ReporterError(str(e), "bad-url") from None
+                warnings.warn(f"progress not reported: {e}; this reporter drops its updates",
+                              ReporterWarning, stacklevel=_outside_stacklevel())
+                _session = Session(Target("", e.url), token, dropping=str(e), **options)
+                key = key or "?"
+            else:
+                key = key or target.key
+                _session = Session(target, token, **options)
             self._root = True
         else:
             self._root = False
@@ -180,9 +196,17 @@ class Reporter(_Base):
     ``progress``).  *rate* is the most requests a second this reporter and
     its children send, so the most updates a second of any one node (0 or
     None: no limit); a failed request is tried *retries* more times,
-    waiting *backoff* seconds, doubling; each request may take *timeout*
-    seconds.  With *raise_errors*, failures raise ReporterError instead of
-    warning.
+    waiting *backoff* seconds, doubling, then on in the background (at
+    most 10 s apart) until it gets through or the reporter is closed; each
+    request may take *timeout* seconds.  While the service is unreachable,
+    a flush point (flush(), close(), the ends of ``with``, ``running()`` and
+    ``track()``) waits *flush_timeout* seconds at most (None: through the
+    retries), and only for one attempt once the outage has been told; what
+    close() cannot send then is lost (``stats.lost``).  An outage is told
+    once, not at every flush.  With *raise_errors*, failures raise
+    ReporterError instead of warning (``bad-url`` for a URL that is not
+    http(s):// or amqp(s)://, which otherwise makes a reporter that drops
+    its updates).
     """
 
     _threaded = True
@@ -362,6 +386,17 @@ class AsyncReporter(_Base):
             if total:
                 self.update(progress=min(done / total, 1.0))
         await self._finish(None, close)
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _outside_stacklevel() -> int:
+    """The stacklevel of warnings.warn that names the first caller outside this package."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _HERE:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _total(iterable, total: int | None) -> int | None:

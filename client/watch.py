@@ -21,32 +21,29 @@ How it works:
   A key that does not exist yet reads "waiting for <key>…" until it appears.
 - ``--token`` (or SCA_PROGRESS_TOKEN) is sent as ``Authorization: Bearer`` on
   both requests; the events endpoint accepts the header as well as a ticket.
-  A 400/401/403 (or an ``error`` event, such as an expired token) prints one
-  line and exits with 2.  Ctrl-C exits with 0, the terminal restored.
+  A URL that is not http(s)://, or a 400/401/403 (or an ``error`` event,
+  such as an expired token) prints one line and exits with 2.  Ctrl-C exits
+  with 0, the terminal restored.
 """
 from __future__ import annotations
 
 import argparse
-import gzip
-import http.client
 import os
 import queue
 import re
 import signal
 import socket
-import ssl
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import orjson
-from rich.console import Console, Group
-from rich.live import Live
-from rich.text import Text
 
-from sca_progress.client.tree_view import render_tree
+if TYPE_CHECKING:
+    import http.client
 
 try:
     import termios
@@ -94,7 +91,11 @@ class Endpoint:
         return f"{self.scheme}://{host}{port}{self.prefix}"
 
     def connect(self) -> http.client.HTTPConnection:
+        import http.client  # here, not at the top: `sca-progress post` and `get` need none of it
+
         if self.scheme == "https":
+            import ssl
+
             return http.client.HTTPSConnection(self.host, self.port, timeout=CONNECT_TIMEOUT_S,
                                                context=ssl.create_default_context())
         return http.client.HTTPConnection(self.host, self.port, timeout=CONNECT_TIMEOUT_S)
@@ -107,31 +108,30 @@ class Endpoint:
 _ROUTE = re.compile(r"^(?P<prefix>.*?)/(?:status|events|ui)(?:/(?P<key>[^/]*))?/?$")
 
 
-def parse_url(url: str) -> tuple[Endpoint, str | None]:
+def parse_url(url: str, source: str = "--url") -> tuple[Endpoint, str | None]:
     """The service behind *url* and the key the URL names, if any.
 
     Takes a base URL (``http://host:port``, maybe with a path prefix), or one
     ending in ``/status`` or ``/status/<key>`` (``/events/<key>`` and
-    ``/ui/<key>`` too); a URL without a scheme is taken as http."""
-    url = url.strip()
-    if "://" not in url:
-        url = "http://" + url
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise Fatal(f"unsupported URL scheme {parts.scheme!r} in {url!r} (http or https)")
+    ``/ui/<key>`` too).  Anything else (no scheme, another scheme, no host, a
+    bad port) raises Fatal: ``bad <source> 'URL': <reason>``."""
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https"):
+        raise Fatal(f"bad {source} {url!r}: must be http(s)://")
     try:
         host, port = parts.hostname, parts.port
-    except ValueError as e:
-        raise Fatal(f"bad URL {url!r}: {e}") from None
+    except ValueError:
+        raise Fatal(f"bad {source} {url!r}: bad port") from None
     if not host:
-        raise Fatal(f"bad URL {url!r}: no host")
+        raise Fatal(f"bad {source} {url!r}: no host")
     path = parts.path.rstrip("/")
     key = None
     m = _ROUTE.match(path)
     if m:
         path = m.group("prefix")
         key = unquote(m.group("key")) if m.group("key") else None
-    return Endpoint(parts.scheme, host, port or (443 if parts.scheme == "https" else 80), path), key
+    scheme = parts.scheme.lower()
+    return Endpoint(scheme, host, port or (443 if scheme == "https" else 80), path), key
 
 
 def _error_line(status: int, reason: str, body: bytes) -> str:
@@ -183,6 +183,8 @@ class Feed(threading.Thread):
                 pass
 
     def run(self) -> None:
+        import http.client
+
         delay = BACKOFF_FIRST_S
         while not self.stopping.is_set():
             seen = self._snapshots
@@ -272,6 +274,8 @@ class Feed(threading.Thread):
             if resp.status != 200:
                 _refuse(resp.status, resp.reason, body)
             if (resp.getheader("Content-Encoding") or "").lower() == "gzip":
+                import gzip
+
                 body = gzip.decompress(body)
             return orjson.loads(body)
         finally:
@@ -288,6 +292,8 @@ def _refuse(status: int, reason: str, body: bytes) -> None:
 
 
 def _describe(e: BaseException) -> str:
+    import http.client
+
     if isinstance(e, ConnectionRefusedError):
         return "connection refused"
     if isinstance(e, (socket.timeout, TimeoutError)):
@@ -426,11 +432,12 @@ def _bounded_int(low: int, high: int):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("key", nargs="?", metavar="KEY",
-                        help="the node to watch (may also come from --url …/status/KEY)")
+                        help="the node to watch; needed unless the URL ends in /status/KEY")
     parser.add_argument("--depth", type=_bounded_int(1, MAX_DEPTH), default=2,
                         help="levels shown: 1 the node alone, 2 (default) with its children, …")
-    parser.add_argument("--url", default=os.environ.get("SCA_PROGRESS_URL") or DEFAULT_URL,
-                        help="the service: http://host:port, or a URL ending in /status or /status/KEY "
+    parser.add_argument("--url", default=None,
+                        help="the service: http(s)://host:port, the same ending in /status (then give KEY), "
+                             "or ending in /status/KEY, which names the key "
                              f"(default: $SCA_PROGRESS_URL, else {DEFAULT_URL})")
     parser.add_argument("--token", default=os.environ.get("SCA_PROGRESS_TOKEN") or None,
                         help="bearer token, when the service asks for one (default: $SCA_PROGRESS_TOKEN)")
@@ -486,16 +493,19 @@ def _quiet_terminal():
 
 
 def run_watch(args: argparse.Namespace) -> int:
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    url = args.url or os.environ.get("SCA_PROGRESS_URL") or DEFAULT_URL
     try:
-        endpoint, url_key = parse_url(args.url)
+        endpoint, url_key = parse_url(url, "--url" if args.url else "SCA_PROGRESS_URL")
     except Fatal as e:
-        err.print(f"sca-progress watch: {e}", markup=False)
+        print(f"sca-progress watch: {e}", file=sys.stderr)
         return 2
     key = args.key or url_key
     if not key:
-        err.print("sca-progress watch: no KEY given (as an argument or in --url …/status/KEY)", markup=False)
+        print("sca-progress watch: no KEY given (as an argument or in --url …/status/KEY)", file=sys.stderr)
         return 2
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for signum, handler in ((signal.SIGINT, _interrupt), (signal.SIGTERM, _terminate)):
         if previous[signum] is not signal.SIG_IGN:  # a signal ignored by whoever started us stays ignored
@@ -511,7 +521,13 @@ def run_watch(args: argparse.Namespace) -> int:
             signal.signal(signum, handler)
 
 
-def _watch(endpoint: Endpoint, key: str, args: argparse.Namespace, err: Console) -> int:
+def _watch(endpoint: Endpoint, key: str, args: argparse.Namespace, err) -> int:
+    from rich.console import Console, Group
+    from rich.live import Live
+    from rich.text import Text
+
+    from .tree_view import render_tree
+
     events: queue.Queue = queue.Queue()
     tree = WatchedTree(key, args.depth, args.limit)
     feed = Feed(endpoint, key, args.depth, args.limit, args.token, events)

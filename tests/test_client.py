@@ -3,8 +3,10 @@ real Redis and real RabbitMQ: REST and AMQP, sync and asyncio, throttling,
 steps, failures, and the `post` / `get` commands."""
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import logging
 import os
 import re
 import subprocess
@@ -14,17 +16,19 @@ import urllib.error
 import urllib.request
 import uuid
 import warnings
+from pathlib import Path
 
 import jwt
 import pytest
 
-from sca_progress.client import AsyncReporter, Reporter, ReporterError, ReporterWarning, track
-from sca_progress.client.config import parse_url
+from sca_progress.client import AsyncReporter, Reporter, ReporterError, ReporterWarning, commands, track
+from sca_progress.client.config import BadUrl, parse_url
 
 from .conftest import RUN_PREFIX
 from .procs import free_port, start_service, stop_service
 
 SECRET = "client-test-secret-of-at-least-32-bytes"
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 # -- services ---------------------------------------------------------------------------
@@ -139,6 +143,20 @@ def dead_url() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
+def run_python(code: str, url: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
+    """Run *code* in a fresh interpreter with SCA_PROGRESS_URL=*url*: (what it did, seconds it took)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SCA_PROGRESS_URL", "SCA_PROGRESS_TOKEN")}
+    env.update(SCA_PROGRESS_URL=url, PYTHONWARNINGS="always")  # every warning shown, even from one line
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env,
+                          check=False)
+    return done, time.monotonic() - started
+
+
+def reporter_warnings(caught) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, ReporterWarning)]
+
+
 # -- configuration ------------------------------------------------------------------------
 
 
@@ -153,6 +171,11 @@ def test_service_urls_as_the_spec_sets_them():
     assert parse_url("amqps://broker/").exchange == "progress"
     with pytest.raises(ValueError):
         parse_url("ftp://h/status")
+    for bad, reason in (("notaurl", "must be http(s):// or amqp(s)://"), ("ftp://x", "must be http(s):// or amqp(s)://"),
+                        ("http://", "no host"), ("http://h:port/status", "bad port")):
+        with pytest.raises(BadUrl) as e:
+            parse_url(bad)
+        assert (e.value.url, e.value.reason, str(e.value)) == (bad, reason, f"bad url {bad!r}: {reason}")
 
 
 def test_key_and_token_from_the_environment(auth_service, monkeypatch):
@@ -424,9 +447,9 @@ def test_unreachable_service_warns_and_the_job_goes_on(service):
                 r.update(progress=i / 3)
                 done.append(i)
     assert done == [0, 1, 2]
-    assert "after 3 attempts" in str(caught[0].message)
-    # every round was tried 3 times (retries=2), then given up on
-    assert r.stats.requests == r.stats.failures and r.stats.requests % 3 == 0 and r.stats.lost >= 1
+    assert len(caught) == 1 and "after 3 attempts" in str(caught[0].message) and "lost" in str(caught[0].message)
+    # tried 3 times (retries=2) while close() waited, then given up on
+    assert r.stats.requests == r.stats.failures >= 3 and r.stats.lost >= 1
 
     r = Reporter(new_key(), url, retries=1, backoff=0.01, raise_errors=True)
     r.update(progress=0.5)
@@ -442,6 +465,183 @@ async def test_unreachable_service_async(service):
     with pytest.raises(ReporterError, match="cannot connect"):
         await r.flush()
     await r.aclose()
+
+
+def readme_python_example() -> str:
+    """The README's Python example, as it is written."""
+    found = re.search(r"^<!-- example: python -->\n```python\n(.*?)^```$", README.read_text(),
+                      re.DOTALL | re.MULTILINE)
+    assert found, "README.md has no Python example"
+    return found.group(1)
+
+
+def test_the_readme_example_is_not_held_up_by_an_unreachable_service(service):
+    """4 flush points (the ends of track(), two running() and the with) and the exit: with the
+    service unreachable the example takes about a second longer, and warns once."""
+    key = new_key()
+    code = readme_python_example()
+    assert code.count('"_portal.job123"') == 1
+    code = code.replace('"_portal.job123"', repr(key))
+    reachable, took_reachable = run_python(code, service.url)
+    assert reachable.returncode == 0 and not reachable.stderr, reachable.stderr
+    node = service.get(key, depth=2)
+    assert (node["status"], node["progress"]) == ("finished", 1) and len(node["tasks"]) == 3
+
+    unreachable, took_unreachable = run_python(code, dead_url())
+    assert unreachable.returncode == 0, unreachable.stderr
+    assert unreachable.stderr.count("ReporterWarning") == 1, unreachable.stderr
+    assert "cannot connect" in unreachable.stderr
+    assert took_unreachable < 6 and took_unreachable < took_reachable + 3, (took_unreachable, took_reachable)
+
+
+def test_flush_points_wait_briefly_while_the_service_is_unreachable():
+    """The defaults (retries=4, backoff=0.5 s: 7.5 s of retries): the first flush point waits
+    flush_timeout (1 s), the later ones no more than one failed attempt; one warning."""
+    r = Reporter(new_key(), dead_url())
+    waits = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with r:
+            for name in ("a", "b", "c"):
+                step = r.child(name)
+                started = time.monotonic()
+                for _ in step.track(range(3)):  # a flush point at its end
+                    step.update(msg=name)
+                waits.append(time.monotonic() - started)
+                started = time.monotonic()
+                with step.running():  # and another
+                    step.update(progress=0.5)
+                waits.append(time.monotonic() - started)
+            started = time.monotonic()
+            r.flush()
+            waits.append(time.monotonic() - started)
+            pending = r.session.pending
+            started = time.monotonic()
+        waits.append(time.monotonic() - started)  # close()
+    assert waits[0] < 1.6 and max(waits[1:]) < 0.5, waits
+    assert pending == 4  # kept, merged: one state per node
+    messages = reporter_warnings(caught)
+    assert len(messages) == 1 and "cannot connect" in messages[0], messages
+    assert "not sent yet (retrying in the background)" in messages[0]
+    assert r.stats.lost == 4 and r.session.pending == 0  # close() gave up on them
+    assert not r.session._thread.alive
+
+
+def test_what_could_not_be_sent_is_retried_in_the_background(redis_url):
+    """A flush with the service down leaves the state queued; later updates merge into it,
+    and it reaches the service once that is up, with no further flush."""
+    port = free_port()
+    key = new_key()
+    r = Reporter(key, f"http://127.0.0.1:{port}", backoff=0.1)
+    r.update(progress=0.3, msg="while it was down")
+    started = time.monotonic()
+    with pytest.warns(ReporterWarning, match="cannot connect.*not sent yet"):
+        r.flush()
+    assert time.monotonic() - started < 1.6
+    r.update(progress=0.6)
+    assert r.session.pending == 1
+    requests = r.stats.requests
+    time.sleep(1)
+    assert r.stats.requests > requests  # still trying, with nothing waiting for it
+    back = Service(["--redis-url", redis_url, "--prefix", _prefix("back"), "--port", str(port)])
+    try:
+        node = back.wait_for(key, lambda n: n.get("progress") == 0.6, timeout=20)
+        assert node["msg"] == "while it was down"
+        assert r.session.pending == 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            r.close()
+        r.update(progress=0.7)
+        r.flush()
+    finally:
+        back.stop()
+    assert r.stats.lost == 0
+    r.update(progress=0.8)  # a second outage: told again
+    with pytest.warns(ReporterWarning, match="cannot connect.*lost"):
+        r.close()
+    assert r.stats.lost == 1
+
+
+def test_raise_errors_gets_the_outage_once_and_at_once():
+    r = Reporter(new_key(), dead_url(), raise_errors=True)
+    r.update(progress=0.5)
+    started = time.monotonic()
+    with pytest.raises(ReporterError, match="cannot connect") as e:
+        r.flush()
+    assert time.monotonic() - started < 1.6
+    assert e.value.code == "unreachable" and e.value.keys == (r.key,)
+    r.update(progress=0.6)
+    started = time.monotonic()
+    r.flush()  # told already: no second error, and one failed attempt to wait for
+    r.close()
+    assert time.monotonic() - started < 0.5
+    assert r.stats.lost == 1
+
+
+async def test_async_flush_points_are_bounded_too():
+    r = AsyncReporter(new_key(), dead_url())
+    started = time.monotonic()
+    with pytest.warns(ReporterWarning, match="cannot connect") as caught:
+        async with r:
+            async for _ in r.child("a").track(range(3)):
+                pass
+            async with r.child("b").running():
+                pass
+    assert time.monotonic() - started < 2
+    assert len(caught) == 1 and r.stats.lost == 3
+
+
+def test_the_exit_flush_is_bounded_when_the_service_is_unreachable():
+    code = ("from sca_progress.client import Reporter\n"
+            f"r = Reporter({new_key()!r})\n"
+            "r.update(progress=0.9, msg='last words')  # never closed: the exit hook sends it\n")
+    done, took = run_python(code, dead_url())
+    assert done.returncode == 0, done.stderr
+    assert took < 4, took
+    assert done.stderr.count("ReporterWarning") == 1 and "lost" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("bad", ["notaurl", "ftp://x"])
+def test_a_bad_url_in_the_environment_does_not_fail_the_job(bad, monkeypatch):
+    monkeypatch.setenv("SCA_PROGRESS_URL", bad)
+    expected = f"progress not reported: bad SCA_PROGRESS_URL {bad!r}: must be http(s):// or amqp(s)://; " \
+               "this reporter drops its updates"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Reporter(new_key()) as job:
+            for _ in job.child("a").track(range(3)):
+                job.child("b").update(progress=0.5)
+            with job.child("c").running():
+                pass
+            job.flush()
+    assert reporter_warnings(caught) == [expected]
+    assert caught[0].filename == __file__  # the job's line that made the reporter
+    assert job.stats.updates > 0 and job.stats.lost == job.stats.updates and job.stats.requests == 0
+    assert job.session._thread is None  # nothing to send: no thread either
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Reporter()  # the key would have come from the URL: a reporter all the same
+        assert list(track(range(3), key=new_key())) == [0, 1, 2]
+    assert reporter_warnings(caught) == [expected, expected]
+    with pytest.raises(ReporterError) as e:
+        Reporter(new_key(), raise_errors=True)
+    assert e.value.code == "bad-url" and str(e.value) == f"bad SCA_PROGRESS_URL {bad!r}: must be http(s):// or amqp(s)://"
+
+
+async def test_a_bad_url_argument_is_refused_the_same_way(service, monkeypatch):
+    monkeypatch.setenv("SCA_PROGRESS_URL", service.url)  # a good one, not used instead
+    key = new_key()
+    with pytest.warns(ReporterWarning, match="bad url 'ftp://x': must be http"):
+        r = AsyncReporter(key, "ftp://x")
+    async with r:
+        r.update(progress=0.5)
+    assert r.stats.lost == r.stats.updates == 3 and r.stats.requests == 0
+    with pytest.warns(ReporterWarning, match="bad url 'notaurl'"), Reporter(key, "notaurl") as job:
+        job.update(progress=0.5)
+    assert service.get(key) is None
+    with pytest.raises(ReporterError) as e:
+        Reporter(key, "http://h:port", raise_errors=True)
+    assert e.value.code == "bad-url" and "bad port" in str(e.value)
 
 
 def test_bad_input_warns_with_the_servers_code_and_is_not_retried(service):
@@ -506,8 +706,8 @@ def test_the_reporter_rides_out_a_service_restart(redis_url):
     args = ["--redis-url", redis_url, "--prefix", prefix, "--port", str(port)]
     first = Service(args)
     key = new_key()
-    r = Reporter(key, first.url, rate=0, retries=8, backoff=0.2)
     try:
+        r = Reporter(key, first.url, rate=0, retries=8, backoff=0.2, flush_timeout=30)  # close() may wait for it
         r.update(progress=0.25)
         r.flush()
         first.stop()
@@ -654,3 +854,51 @@ def test_post_command_over_amqp(amqp_service, amqp_url):
     assert done.returncode == 0, done.stderr
     node = amqp_service.wait_for(key, lambda n: n.get("msg") == "via AMQP")
     assert node["progress"] == 0.75
+
+
+@pytest.mark.parametrize("bad", ["notaurl", "ftp://x"])
+def test_commands_refuse_a_bad_url_in_one_line(bad):
+    for command, reason in (("post", "must be http(s):// or amqp(s)://"), ("get", "must be http(s)://")):
+        fields = ["progress=1"] if command == "post" else []
+        done = cli(command, "_client.k", *fields, "--url", bad)
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == [f"sca-progress {command}: bad --url {bad!r}: {reason}"]
+        done = cli(command, "_client.k", *fields, env={"SCA_PROGRESS_URL": bad})
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == [f"sca-progress {command}: bad SCA_PROGRESS_URL {bad!r}: {reason}"]
+
+
+def test_post_to_an_unreachable_broker_says_so_in_one_line():
+    done = cli("post", new_key(), "progress=1", "--url", f"amqp://guest:guest@127.0.0.1:{free_port()}/",
+               "--retries", "1")
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sca-progress post: AMQP exchange 'progress': "), done.stderr
+    assert "after 2 attempts" in lines[0] and "aiormq" not in done.stderr
+
+
+def test_only_the_commands_quiet_the_amqp_libraries(caplog):
+    """Inside `post`, aiormq's own error lines are silenced; a job's Reporter still gets them."""
+    parser = argparse.ArgumentParser()
+    commands.add_post(parser.add_subparsers())
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    args = parser.parse_args(["post", new_key(), "progress=1", "--url", url, "--retries", "0"])
+    with caplog.at_level(logging.WARNING):
+        assert args.func(args) == 2
+        assert not [r for r in caplog.records if r.name.startswith(("aiormq", "aio_pika"))]
+        assert logging.getLogger("aiormq").level == logging.NOTSET  # as it was
+        r = Reporter(new_key(), url, retries=0)
+        r.update(progress=1)
+        with pytest.warns(ReporterWarning):
+            r.close()
+        assert [r for r in caplog.records if r.name.startswith("aiormq")]
+
+
+def test_the_commands_import_neither_the_server_nor_what_one_command_needs():
+    code = ("import sys, sca_progress.client.commands, sca_progress.client.watch\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('rich', 'aio_pika', 'aiormq', 'asyncio', 'tornado', 'redis') "
+            "or m.startswith(('sca_progress.server', 'sca_progress.engine')))))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []

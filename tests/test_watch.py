@@ -436,8 +436,46 @@ def test_human_durations():
     ("http://127.0.0.1:8080/status/_portal.job1?depth=3", "http://127.0.0.1:8080", "_portal.job1"),
     ("https://progress.example/api/status/_portal.job1/", "https://progress.example/api", "_portal.job1"),
     ("http://h:81/ui/_portal.job%3A1", "http://h:81", "_portal.job:1"),
-    ("localhost:9000", "http://localhost:9000", None),
+    ("HTTPS://h:444/status", "https://h:444", None),
 ])
 def test_parse_url(url, base, key):
     endpoint, found = parse_url(url)
     assert (endpoint.base, found) == (base, key)
+
+
+def watch_command(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The watcher without a terminal, for what it does before it draws anything."""
+    return subprocess.run([sys.executable, "-m", "sca_progress.client.watch", *args], capture_output=True,
+                          text=True, timeout=20, env={**terminal_env(), **(env or {})}, check=False)
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ("notaurl", "must be http(s)://"),           # not a host name to keep trying
+    ("localhost:9000", "must be http(s)://"),
+    ("ftp://x", "must be http(s)://"),
+    ("http://h:port", "bad port"),
+    ("http:///status/_a.b", "no host"),
+])
+def test_watch_refuses_a_bad_url_at_once(bad, reason):
+    done = watch_command("_watch.k", "--url", bad)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"sca-progress watch: bad --url {bad!r}: {reason}"]
+    done = watch_command("_watch.k", env={"SCA_PROGRESS_URL": bad})
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"sca-progress watch: bad SCA_PROGRESS_URL {bad!r}: {reason}"]
+
+
+def test_watch_takes_a_url_ending_in_status_with_the_key_as_argument(service):
+    job = new_job()
+    post(service, f"{job}.step", {"progress": 0.5, "msg": "half way"})
+    with Terminal([job, "--url", f"{service}/status"]) as term:
+        term.wait_for("step", "50.0%", "half way", f"{service}  live")
+        term.ctrl_c()
+        assert_clean_exit(term)
+    done = watch_command("--url", f"{service}/status")  # and no KEY: nothing to watch
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["sca-progress watch: no KEY given (as an argument or in --url …/status/KEY)"]
+    # What --help says of it is what it does.
+    shown = " ".join(watch_command("--help").stdout.split())
+    assert "ending in /status (then give KEY), or ending in /status/KEY, which names the key" in shown, shown
+    assert "needed unless the URL ends in /status/KEY" in shown, shown
