@@ -148,17 +148,28 @@ async def test_a_purge_is_never_seen_half_done(short_retention, http):
     assert 3000 in reads and 0 in reads and set(reads) == {3000, 0}
 
 
-async def test_young_unfinished_trees_do_not_hide_old_finished_ones(short_retention, http, monkeypatch):
+@pytest.fixture
+async def finished_only_retention(redis_url, prefix):
+    """Finished trees expire after 200 ms, the others only after 60 s (so a slow
+    machine cannot expire them during the test)."""
+    settings = Settings(redis_url=redis_url, prefix=prefix, retention_days=60_000 / DAY_MS,
+                        retention_finished_days=200 / DAY_MS, retention_interval=3600)
+    base, app, srv = await running(settings)
+    yield base, app
+    await stopping(app, srv)
+
+
+async def test_young_unfinished_trees_do_not_hide_old_finished_ones(finished_only_retention, http, monkeypatch):
     """Old-but-not-expired trees in front of the index must not starve the sweep."""
     from sca_progress.server import retention
 
     monkeypatch.setattr(retention, "PAGE", 50)
     monkeypatch.setattr(retention, "SWEEP_BATCH", 10)
-    base, app = short_retention
+    base, app = finished_only_retention
     await http("POST", f"{base}/status", [{"key": f"_young.job{i}.a", "progress": 0.5} for i in range(300)])
     await asyncio.sleep(0.01)
     await http("POST", f"{base}/status", [{"key": f"_young.done{i}", "status": "finished"} for i in range(5)])
-    await asyncio.sleep(0.25)  # the finished ones are past their 200 ms; the others not past 400 ms
+    await asyncio.sleep(0.25)  # the finished ones are past their 200 ms; the others far from their 60 s
     assert await app.settings["service"].retention.sweep() == 5
     assert (await app.settings["engine"].read("_young"))["_children_total"] == 300
 

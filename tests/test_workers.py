@@ -135,7 +135,8 @@ async def test_partitioned_intake_keeps_each_nodes_order_when_a_worker_dies(redi
         os.kill(victim, signal.SIGKILL)
         assert left > 1000, "the backlog drained before the kill: the test proves nothing"
         await wait_for(lambda: _all_final(base, nodes, rounds), timeout=120, what="every node at its last round")
-        assert f"(pid {victim}) was killed by signal 9" in log()
+        await wait_for(lambda: _logged(log, f"(pid {victim}) was killed by signal 9"), timeout=20,
+                       what=f"the supervisor to see worker pid {victim} killed")
     finally:
         assert stop_service(proc) == 0
 
@@ -173,3 +174,7 @@ async def _all_final(base: str, nodes: list[str], rounds: int) -> bool:
         return True
 
     return await asyncio.to_thread(check)
+
+
+async def _logged(log, text: str) -> bool:
+    return text in log()
