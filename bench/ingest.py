@@ -60,12 +60,13 @@ async def cleanup(names: dict) -> None:
     await conn.close()
 
 
-async def publish(exchange_name: str, messages: list[tuple[str, bytes]]) -> None:
+async def publish(exchange_name: str, messages: list[tuple[str, bytes]], persistent: bool = True) -> None:
     conn = await aio_pika.connect(AMQP_URL)
     ch = await conn.channel(publisher_confirms=False)
     x = await ch.declare_exchange(exchange_name, aio_pika.ExchangeType.TOPIC, durable=True)
+    mode = aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
     for key, body in messages:
-        await x.publish(aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=key)
+        await x.publish(aio_pika.Message(body, delivery_mode=mode), routing_key=key)
     confirm = await conn.channel(publisher_confirms=True)  # a confirmed barrier: all above reached the broker
     cx = await confirm.declare_exchange(exchange_name, aio_pika.ExchangeType.TOPIC, durable=True)
     await cx.publish(aio_pika.Message(b'{"msg": "barrier"}'), routing_key="_bench.barrier")

@@ -36,7 +36,7 @@ import aio_pika
 import orjson
 
 from .common import PrivateRedis, free_port, machine
-from .ingest import AMQP_URL, messages_of
+from .ingest import AMQP_URL, messages_of, publish
 from .rest import BODY, JOBS, WRK_SCRIPT, run_wrk, wait_up
 
 
@@ -78,18 +78,6 @@ def applied_total(port: int, workers: int) -> int:
     return sum(seen.values())
 
 
-async def publish(exchange: str, messages: list[tuple[str, bytes]]) -> None:
-    conn = await aio_pika.connect(AMQP_URL)
-    ch = await conn.channel(publisher_confirms=False)
-    x = await ch.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-    for key, body in messages:
-        await x.publish(aio_pika.Message(body), routing_key=key)
-    confirm = await conn.channel()
-    cx = await confirm.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-    await cx.publish(aio_pika.Message(b"{}"), routing_key="_bench.barrier")  # confirmed: all above arrived
-    await conn.close()
-
-
 async def cleanup(names: dict, partitions: int) -> None:
     conn = await aio_pika.connect(AMQP_URL)
     ch = await conn.channel()
@@ -110,7 +98,7 @@ def amqp_run(workers: int, redis: PrivateRedis, messages: list, partitions: int)
     first = serve(workers, port, redis.url, flags)
     wait_ready(port)  # the partitions are declared (and consumed); stopped, the backlog then waits in them
     stop(first)
-    asyncio.run(publish(names["exchange"], messages))
+    asyncio.run(publish(names["exchange"], messages, persistent=False))
     t0 = time.perf_counter()
     proc = serve(workers, port, redis.url, flags)
     try:

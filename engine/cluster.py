@@ -85,6 +85,7 @@ class ClusterLink:
         connection options: password, TLS, timeouts)."""
         self.client = client
         self._owner: list[tuple[str, int] | None] = [None] * 16384
+        self._mapped = False  # the slot map has been read once
         self._links: dict[tuple[str, int], RedisLink] = {}
         self._refreshing: asyncio.Future | None = None
         self.connects = 0
@@ -125,6 +126,7 @@ class ClusterLink:
                 for slot in range(int(start), int(end) + 1):
                     owner[slot] = addr
             self._owner = owner
+            self._mapped = True
             return
         raise rex.ConnectionError(f"no master of the cluster answered CLUSTER SLOTS: {last!r}")
 
@@ -145,7 +147,7 @@ class ClusterLink:
 
     async def execute(self, commands: list) -> list:
         """Send *commands*, each to the master of its slot; their replies in order."""
-        if self._owner[0] is None and not any(self._owner):
+        if not self._mapped:
             await self.refresh()
         replies: list = [None] * len(commands)
         todo = list(range(len(commands)))

@@ -109,3 +109,30 @@ class SseReader:
 
     def close(self) -> None:
         self.task.cancel()
+
+
+def sse_until(base: str, key: str, act, wanted: bytes, timeout: float = 15.0) -> bytes:
+    """Open GET /events/<key>, call *act* once the snapshot came, read until *wanted* shows."""
+    import http.client
+    import time
+
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    conn.request("GET", f"/events/{key}")
+    resp = conn.getresponse()
+    seen, acted = b"", False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            chunk = resp.fp.read1(65536)
+            if not chunk:
+                break
+            seen += chunk
+            if not acted and b"event: snapshot" in seen:
+                act()
+                acted = True
+            if acted and wanted in seen.split(b"event: snapshot", 1)[1]:
+                return seen
+    finally:
+        conn.close()
+    raise AssertionError(f"no {wanted!r} in the feed: {seen[-500:]!r}")

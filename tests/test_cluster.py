@@ -16,6 +16,7 @@ from redis.crc import key_slot
 from sca_progress.engine import APPLIED, Engine, NotFound
 
 from .conftest import RUN_PREFIX
+from .feed_clients import sse_until
 from .procs import start_service, stop_service
 
 
@@ -129,7 +130,7 @@ def test_the_service_serves_rest_and_live_feeds_on_a_cluster(cluster):
         seed = cluster.ports[0]
         slot_of = {r: key_slot(f"{RUN_PREFIX}:{{{r}}}".encode()) for r in roots}
         far = next(r for r in roots if cluster.owner(slot_of[r]) != seed)
-        lines = _sse_until(base, far, lambda: _post(base, f"/status/{far}.a", {"progress": 0.9, "msg": "live"}),
+        lines = sse_until(base, far, lambda: _post(base, f"/status/{far}.a", {"progress": 0.9, "msg": "live"}),
                            b'"live"')
         assert b"event: update" in lines
     finally:
@@ -141,30 +142,3 @@ def _post(base: str, path: str, body: dict) -> int:
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=20) as resp:
         return resp.status
-
-
-def _sse_until(base: str, key: str, act, wanted: bytes, timeout: float = 15.0) -> bytes:
-    """Open GET /events/<key>, call *act* once the snapshot came, read until *wanted* shows."""
-    import http.client
-    import time
-
-    host, port = base.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    conn.request("GET", f"/events/{key}")
-    resp = conn.getresponse()
-    seen, acted = b"", False
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            chunk = resp.fp.read1(65536)
-            if not chunk:
-                break
-            seen += chunk
-            if not acted and b"event: snapshot" in seen:
-                act()
-                acted = True
-            if acted and wanted in seen.split(b"event: snapshot", 1)[1]:
-                return seen
-    finally:
-        conn.close()
-    raise AssertionError(f"no {wanted!r} in the feed: {seen[-500:]!r}")

@@ -62,13 +62,13 @@ def test_workers_share_the_port_and_a_dead_one_is_restarted(tmp_path):
             assert status == 200 and body["progress"] == 1 and len(body["_children"]) == 20
 
         # A live feed on one worker sees what the other workers apply (through Redis).
-        from .test_cluster import _sse_until
+        from .feed_clients import sse_until
 
         def post_everywhere():
             for i in range(20):  # fresh connections: the kernel spreads them over both workers
                 assert request(base, "POST", f"/status/_wk.j.s{i}", {"progress": 0.5, "msg": f"live {i}"})[0] == 200
 
-        seen_by_feed = _sse_until(base, "_wk.j", post_everywhere, b'"live 19"')
+        seen_by_feed = sse_until(base, "_wk.j", post_everywhere, b'"live 19"')
         assert all(f'"live {i}"'.encode() in seen_by_feed for i in range(20))
 
         os.kill(seen[1], signal.SIGKILL)
