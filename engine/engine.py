@@ -512,19 +512,21 @@ class Engine:
     # -- reading -------------------------------------------------------------
 
     async def read(self, key: str, depth: int = 1, limit: int | None = None,
-                   cursor: str | None = None, order: str = "first") -> dict:
-        """The node *key* (or namespace) with *depth* levels loaded; see read.py."""
-        return await self.reader.read(key, depth, limit, cursor, order)
+                   cursor: str | None = None, order: str = "first", status: str | None = None) -> dict:
+        """The node *key* (or namespace) with *depth* levels loaded, its
+        children only those in *status* when given; see read.py."""
+        return await self.reader.read(key, depth, limit, cursor, order, status=status)
 
     async def read_many(self, keys: list[str]) -> list[dict]:
         """The nodes (depth 1) of many trees' keys in one round trip; missing ones are left out."""
         return await self.reader.read_many(keys)
 
     async def read_json(self, key: str, depth: int = 1, limit: int | None = None,
-                        cursor: str | None = None, order: str = "first", more: dict | None = None) -> bytes:
+                        cursor: str | None = None, order: str = "first", more: dict | None = None,
+                        status: str | None = None) -> bytes:
         """read() serialized, without parsing client-field values on the way;
         *more* adds top-level fields (such as the server time)."""
-        node = await self.reader.read(key, depth, limit, cursor, order, fragments=True)
+        node = await self.reader.read(key, depth, limit, cursor, order, fragments=True, status=status)
         if more:
             node.update(more)
         return orjson.dumps(node)

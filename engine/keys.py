@@ -17,6 +17,7 @@ Redis Cluster hash tag, so every key of one tree lives in one slot):
                              state, status and children's status counts,
                              packed (lua/include/record_format.lua)
     P:{R}:c:<id>     zset    children of node <id>: member segment, score first-seen order
+    P:{R}:s:<id>     zset    the same children by status: members status|order|segment, score 0 (children.lua)
     P:{R}:ids        string  node id counter of the tree
     P:{R}:gc         list    '<id> <key>' of detached nodes whose storage is not freed yet
     P:{R}:out        hash    completion events not yet published (id -> event)

@@ -7,6 +7,13 @@ The answer is the node's JSON object with, on every parent:
     _children_next   opaque cursor of the next page (absent on the last page)
     tasks            the loaded children (same order) while depth allows
 
+With ``status``, the node's own children are only those in that status
+(``none``: without one), still in first-seen order: ``_children_total``
+counts them and ``_children_status`` names the status.  A wide parent keeps
+an index of its children by status (lua/include/children.lua), so a page
+costs the same whether it has 100 children or 100,000.  Deeper levels are
+not filtered.
+
 ``depth=1`` is the node alone; each further level loads the listed children
 of the level above, in one pipelined round trip of read_nodes.lua calls of
 at most READ_CHUNK nodes each, so no single call holds Redis for long.
@@ -63,7 +70,8 @@ class TreeReader:
         return now_ms(), self.engine.eta_window_ms, self.engine.stall_after_ms
 
     async def read(self, key: str, depth: int = 1, limit: int | None = None,
-                   cursor: str | None = None, order: str = "first", fragments: bool = False) -> dict:
+                   cursor: str | None = None, order: str = "first", fragments: bool = False,
+                   status: str | None = None) -> dict:
         lim = self.engine.limits
         if key != TOP:
             check_key(key)
@@ -78,9 +86,16 @@ class TreeReader:
         if order == "recent" and not is_namespace(key):
             raise bad("bad-order", "order=recent applies to namespaces only")
         cursor = _check_cursor(cursor, order)
+        if status is not None:
+            if type(status) is not str or not 0 < len(status) <= lim.max_status_chars:
+                raise bad("bad-status", f"status must be 1-{lim.max_status_chars} characters "
+                                        f"('none' for children without a status)")
+            if is_namespace(key):
+                raise bad("bad-status", "status lists the children of a tree node; a namespace's trees "
+                                        "are not indexed by status")
         for attempt in range(READ_ATTEMPTS):
             try:
-                return await self._read(key, depth, limit, cursor, order, fragments)
+                return await self._read(key, depth, limit, cursor, order, fragments, status or "")
             except _Vanished:
                 if attempt == READ_ATTEMPTS - 1:
                     raise StorageUnavailable("the tree kept changing under the read; try again") from None
@@ -95,7 +110,7 @@ class TreeReader:
         spaces = await self._namespaces([k for k in keys if is_namespace(k)], lim, "", "first")
         return out + [x.node for x in spaces if x is not None]
 
-    async def _read(self, key, depth, limit, cursor, order, fragments) -> dict:
+    async def _read(self, key, depth, limit, cursor, order, fragments, status) -> dict:
         lim = self.engine.limits
         if is_namespace(key):
             top = (await self._namespaces([key], limit, cursor, order))[0]
@@ -103,10 +118,15 @@ class TreeReader:
                 raise NotFound(f"no namespace {key!r}")
         else:
             root = tree_root(key)
-            rec = (await self._run([(root, ("k", relative_key(key, root)))], limit, cursor, lim.max_read_child_keys))[0]
+            rec = (await self._run([(root, ("k", relative_key(key, root)))], limit, cursor,
+                                   lim.max_read_child_keys, status))[0]
             if rec is False:
                 raise NotFound(f"no node {key!r}")
             top = _loaded(rec, key, tree_root(key), fragments, self.clock())
+            if status:  # said even when none is in that status
+                top.node.setdefault("_children", [])
+                top.node.setdefault("_children_total", 0)
+                top.node["_children_status"] = status
         frontier = [top]
         loaded, listed = 1, len(top.children)
         for _ in range(depth - 1):
@@ -172,11 +192,11 @@ class TreeReader:
         return nxt
 
     async def _run(self, requests: list[tuple[str, tuple]], limit: int, cursor: str,
-                   key_budget: int | str = "") -> list:
+                   key_budget: int | str = "", status: str = "") -> list:
         """Run read requests [(tree root, request)] in one round trip of
         read_nodes.lua calls; return each request's reply.  No call lists more
         than *key_budget* child keys (the script refuses past it, before the
-        answer grows)."""
+        answer grows).  *cursor* and *status* apply to the first request."""
         engine = self.engine
         calls = []
         i = 0
@@ -192,7 +212,9 @@ class TreeReader:
                 cost += max(1, len(req) - 3)
                 i += 1
             keys = [engine.keys.records(r) for r in roots]
-            calls.append(("read_nodes", keys, [limit, cursor if not calls else "", pack(batch), key_budget]))
+            first = not calls
+            calls.append(("read_nodes", keys, [limit, cursor if first else "", pack(batch), key_budget,
+                                               status if first else ""]))
         replies = await engine.scripts.run(engine.redis, calls) if calls else []
         out = []
         for reply in replies:

@@ -104,12 +104,14 @@ end
 -- access fails the call.  The records were read above; touch every other key
 -- the writes below use first, so that such a call fails before it has written
 -- anything, and is retried whole (engine/cluster.py).  Rare keys only: the
--- children of wide parents, the garbage list, the events outbox.
+-- children of wide parents and their status indexes, the garbage list, the
+-- events outbox.
 for _, tree in ipairs(trees) do
   if #tree.dirty > 0 then
     if tree.born then
       for pid in pairs(tree.born) do rcall('EXISTS', tree.T .. 'c:' .. sformat('%d', pid)) end
     end
+    if tree.moved then resolve_moved(tree) end
     if tree.gc then rcall('EXISTS', tree.T .. 'gc') end
   end
 end

@@ -3,7 +3,8 @@
 
   Input:
     KEYS[1]   record hash of the tree, '<prefix>:{<root>}:t'; the tree's
-              'gc' list, the 'c:<id>' children indexes of wide nodes and the
+              'gc' list, the 'c:<id>' children and 's:<id>' status indexes of
+              wide nodes and the
               'ids' counter are derived from it.  A gc entry names a detached
               node whose children are still stored: '<id> <key>' when they
               are in 'c:<id>', '<id> <key>|<seg> <seg> ...' when its record
@@ -55,6 +56,7 @@ while budget > 0 do
   else
     local popped = rcall('ZPOPMIN', T .. 'c:' .. id, budget)
     if #popped == 0 then
+      rcall('UNLINK', T .. 's:' .. id) -- its status index (children.lua), freed off the main thread
       rcall('LPOP', gc)
     else
       for j = 1, #popped, 2 do free(prefix .. popped[j], pid) end

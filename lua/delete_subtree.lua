@@ -64,7 +64,7 @@ if n > 1 then
   -- status; then every ancestor above it follows.
   local pkey = ks[n - 1]
   local parent = read_node(tree.raw[pkey], pkey)
-  remove_child(tree.T, parent, n == 2 and key or ssub(key, #pkey + 2))
+  remove_child(tree.T, parent, n == 2 and key or ssub(key, #pkey + 2), s[STATUS])
   local p, pp0 = s[P], parent[P]
   if pp0 ~= pp0 then pp0 = 0 end
   parent[NC] = parent[NC] - 1

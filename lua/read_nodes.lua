@@ -12,6 +12,8 @@
                                        children of a node read before
               (node keys relative to the tree root, '' the root)
     ARGV[4]   most child keys this call may list in all ("" for no limit)
+    ARGV[5]   list only the children of request 1 in this status ('none' for
+              none; "" or absent: all of them)
   Output:
     msgpack array, one entry per request:
       'k'  a reply, or false when there is no such node
@@ -20,6 +22,7 @@
            deleted after the caller read it: its children are garbage)
     reply = { record, id, children_total, next_cursor|false, seg1, seg2, ... }
       record       the stored record (record.lua)
+      children_total  of request 1 with ARGV[5], its children in that status
       next_cursor  first-seen position of the last listed child when more follow
   Errors:
     bad-batch <reason>       a malformed request
@@ -30,6 +33,7 @@ local limit = tonumber(ARGV[1])
 local first_cursor = ARGV[2]
 local ok, requests = pcall(cmsgpack.unpack, ARGV[3])
 local budget = tonumber(ARGV[4] or '')
+local in_status = ARGV[5] or ''
 local over = false
 
 --@include prelude
@@ -43,12 +47,23 @@ if not ok or type(requests) ~= 'table' or limit == nil or limit < 1 or limit > 1
   return redis.error_reply('bad-batch malformed read request')
 end
 
--- The reply for the node of tree T whose record is raw: its record, and a
--- page of its children when it has nc of them.
-local function reply(T, raw, id, nc, cursor)
+-- The reply for the node key of tree whose record is raw: its record, and a
+-- page of its children when it has nc of them (only those in status name,
+-- when given).
+local function reply(tree, key, raw, id, nc, cursor, name)
   local rep = { raw, id, nc, false }
+  if name then
+    local counts = select(COUNTS, sunpack(PARENT_FORMAT, raw))
+    nc = counts ~= '' and cjson.decode(counts)[name] or 0
+    rep[3] = nc
+  end
   if nc > 0 then
-    local n, nxt = children_page(T, raw, id, limit, cursor, rep, 5)
+    local n, nxt
+    if name then
+      n, nxt = children_page_in(tree, key, raw, id, name, limit, cursor, rep, 5)
+    else
+      n, nxt = children_page(tree.T, raw, id, limit, cursor, rep, 5)
+    end
     rep[4] = nxt
     if budget then
       budget = budget - n
@@ -71,7 +86,8 @@ for r, q in ipairs(requests) do
     if intact(tree, ks) == #ks then
       local raw = tree.raw[q[3]]
       local id, _, nc = record_links(raw, q[3])
-      out[r] = reply(tree.T, raw, sformat('%d', id), nc, r == 1 and first_cursor)
+      local name = r == 1 and in_status ~= '' and nc > 0 and in_status or nil
+      out[r] = reply(tree, q[3], raw, sformat('%d', id), nc, r == 1 and first_cursor, name)
     else
       out[r] = false
     end
@@ -91,7 +107,7 @@ for r, q in ipairs(requests) do
         replies[j] = false
         if raw then
           local id, rpid, nc = record_links(raw, key)
-          if rpid == pid then replies[j] = reply(tree.T, raw, sformat('%d', id), nc, nil) end
+          if rpid == pid then replies[j] = reply(tree, key, raw, sformat('%d', id), nc, nil, nil) end
         end
       end
       out[r] = replies

@@ -5,7 +5,7 @@
     POST   /auth/ticket     a short-lived ticket for GET /events (with a bearer token)
     GET    /status          the top namespace (lists namespaces and bare trees)
     POST   /status          batch: a JSON array of updates, each with "key"
-    GET    /status/<key>    a node (or namespace) with ?depth=&limit=&cursor=&order=
+    GET    /status/<key>    a node (or namespace) with ?depth=&limit=&cursor=&order=&status=
     POST   /status/<key>    one update, applied at once; answers the node's new state
     DELETE /status/<key>    removes the subtree; 204
 
@@ -337,6 +337,7 @@ class NodeHandler(BodyHandler):
             cursor=self.get_query_argument("cursor", None),
             order=self.get_query_argument("order", "first"),
             more={"_now": now_ms()},
+            status=self.get_query_argument("status", None),
         )
         self.finish_compressed(body)
 

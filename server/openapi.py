@@ -39,6 +39,7 @@ NODE = {"type": "object", "required": ["key"], "additionalProperties": True, "pr
     "stalled": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
     "_children": {"type": "array", "items": {"type": "string"}},
     "_children_total": {"type": "integer"}, "_children_next": {"type": "string"},
+    "_children_status": {"type": "string"},
     "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
     "_now": {"type": "integer"}, "_applied": {"type": "boolean"}, "_reason": {"type": "string"}}}
 
@@ -113,6 +114,10 @@ def openapi() -> dict:
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
                     {"name": "cursor", "in": "query", "description": "a value returned in _children_next",
                      "schema": {"type": "string", "pattern": f"^({CURSOR_PATTERN})?$"}},
+                    {"name": "status", "in": "query", "description": "list only the node's children in this "
+                     "status ('none': without a status), by cursor, in first-seen order; _children_total counts "
+                     "them (tree nodes only: a namespace answers 400 bad-status)",
+                     "schema": {"type": "string", "minLength": 1, "maxLength": _LIMITS.max_status_chars}},
                     {"name": "stalled", "in": "query", "description": "1: answer {key, stalled: [nodes], _now}, "
                      "the stalled nodes of the subtree to depth (default: as deep as one read goes)",
                      "schema": {"type": "string", "enum": ["0", "1"]}},

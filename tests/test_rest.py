@@ -98,7 +98,40 @@ async def test_paging_and_gzip(server, http):
     assert orjson.loads(gzip.decompress(resp.body))["_children_total"] == 50
 
 
+async def test_children_by_status_on_a_wide_node(server, http):
+    base, _ = server
+    await http("POST", f"{base}/status", [{"key": f"_w.j.c{i}", "progress": 0.5} for i in range(150)])
+    failed = [3, 40, 41, 99, 120, 149]
+    await http("POST", f"{base}/status", [{"key": f"_w.j.c{i}", "status": "failed"} for i in failed]
+               + [{"key": "_w.j.c7", "status": "running"}])
+    await http("POST", f"{base}/status/_w.j.c40", {"status": "running"})  # no longer failed
+    want = [f"_w.j.c{i}" for i in failed if i != 40]
+    got, cursor = [], ""
+    while True:
+        status, page, _ = await http("GET", f"{base}/status/_w.j?depth=2&status=failed&limit=2{cursor}")
+        assert status == 200 and page["_children_total"] == 5 and page["_children_status"] == "failed"
+        assert [t["key"] for t in page["tasks"]] == page["_children"]
+        assert all(t["status"] == "failed" for t in page["tasks"])
+        got += page["_children"]
+        if "_children_next" not in page:
+            break
+        cursor = f"&cursor={page['_children_next']}"
+    assert got == want
+    status, page, _ = await http("GET", f"{base}/status/_w.j?status=running&limit=10")
+    assert page["_children"] == ["_w.j.c7", "_w.j.c40"] and page["_status_counts"]["none"] == 143
+    status, page, _ = await http("GET", f"{base}/status/_w.j?status=none&limit=3")
+    assert page["_children"] == ["_w.j.c0", "_w.j.c1", "_w.j.c2"] and page["_children_total"] == 143
+    status, page, _ = await http("GET", f"{base}/status/_w.j?status=canceled")
+    assert status == 200 and page["_children"] == [] and page["_children_total"] == 0
+    await http("DELETE", f"{base}/status/_w.j.c3")
+    status, page, _ = await http("GET", f"{base}/status/_w.j?status=failed")
+    assert page["_children"] == want[1:] and page["_children_total"] == 4
+
+
 @pytest.mark.parametrize("method, path, body, status, code", [
+    ("GET", "/status/_x.j?status=", None, 400, "bad-status"),
+    ("GET", "/status/_x.j?status=" + "x" * 65, None, 400, "bad-status"),
+    ("GET", "/status/_x?status=failed", None, 400, "bad-status"),
     ("POST", "/status/_x.j", b"{not json", 400, "bad-json"),
     ("POST", "/status/_x.j", b"", 400, "bad-body"),
     ("POST", "/status/_x.j", b"[1]", 400, "bad-body"),

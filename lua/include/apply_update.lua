@@ -46,6 +46,19 @@ local function too_many_fields(s, u, max_fields)
   return have + grow > max_fields
 end
 
+-- Keep the status index of a wide parent (of key pkey) right: node key, of
+-- state s, was just updated from status st0 (children.lua).
+local function note_moved(tree, pkey, key, s, st0)
+  local pid = s[PID]
+  local byseg = tree.moved and tree.moved[pid]
+  local seg = pkey == '' and key or ssub(key, #pkey + 2)
+  if byseg and byseg[seg] then
+    byseg[seg][3] = s[STATUS]
+  elseif s[STATUS] ~= st0 and record_children(tree.raw[pkey]) == 1 then
+    note_status(tree, pid, seg, nil, st0, s[STATUS])
+  end
+end
+
 local function apply_update(tree, u, max_fields, max_nodes, now, tau, ended)
   local ks = u[8]
   local n = #ks
@@ -104,6 +117,7 @@ local function apply_update(tree, u, max_fields, max_nodes, now, tau, ended)
         mark(tree, ks[j], 1)
       end
       if entered then ended[#ended + 1] = { tree, key, s } end
+      if n > 1 then note_moved(tree, ks[n - 1], key, s, st0) end
       return 1
     end
     s = nil -- the path is not intact: the node is a leftover; create it anew

@@ -108,3 +108,13 @@ local function record_children(raw)
   local _, _, _, _, _, _, _, _, _, _, _, _, _, _, _, _, _, _, wide, kids = sunpack(PARENT_FORMAT, raw)
   return wide, kids
 end
+
+-- The status of a record ('' none), without reading the rest.
+local function record_status(raw)
+  if sbyte(raw, 1) == PARENT then
+    local _, _, _, _, _, _, _, _, _, _, _, _, _, _, _, _, _, _, _, _, status = sunpack(PARENT_FORMAT, raw)
+    return status
+  end
+  local _, _, _, _, _, _, _, _, _, _, _, status = sunpack(LEAF_FORMAT, raw)
+  return status
+end

@@ -1,14 +1,18 @@
 --@include prelude
 --@include record
 --@include counts
+--@include fetch
 --@include children
 -- The per-call state of one tree, and the paths of its nodes.
 --   tree = { T = '<prefix>:{<root>}:', raw = {}, mark = {},
---            dirty = {}, born = false, gc = false, room = nil }
+--            dirty = {}, born = false, moved = false, gc = false, room = nil }
 --   raw    key -> the node's record as it stands in this call (false: none);
 --          filled by fetch_paths, written back by write_tree
 --   mark   key -> 1 changed, 2 an update applied to it; dirty lists the
 --          changed keys in the order they first changed
+--   moved  id of a wide parent -> segment -> { position|nil, old status|false,
+--          new status } of its children created or moved in status
+--          (children.lua's status index)
 --   born   id of a wide parent -> ZADD arguments (position, segment) of its new
 --          children (children.lua)
 --   gc     '<id> <key>' of leftovers replaced by new nodes (collect_garbage.lua)
@@ -16,7 +20,7 @@
 --   new_root  true once this call created the tree's root
 -- Keys here are relative to the tree root (record.lua).
 local function new_tree(t)
-  return { T = ssub(t, 1, -2), raw = {}, mark = {}, dirty = {}, born = false, gc = false }
+  return { T = ssub(t, 1, -2), raw = {}, mark = {}, dirty = {}, born = false, moved = false, gc = false }
 end
 
 -- The path of key: the list of keys from the root ('') down to key.
@@ -32,27 +36,6 @@ local function path_of(key)
   end
   ks[#ks + 1] = key
   return ks
-end
-
--- Fetch the records of every key of the paths (lists of keys) not fetched
--- yet into tree.raw, in HMGET calls of at most 1000 fields.
-local function fetch_paths(tree, paths)
-  local raw, want = tree.raw, {}
-  for _, ks in ipairs(paths) do
-    for _, k in ipairs(ks) do
-      if raw[k] == nil then
-        raw[k] = false
-        want[#want + 1] = k
-      end
-    end
-  end
-  local t = tree.T .. 't'
-  for i = 1, #want, 1000 do
-    local last = i + 999
-    if last > #want then last = #want end
-    local got = rcall('HMGET', t, unpack(want, i, last))
-    for j = i, last do raw[want[j]] = got[j - i + 1] end
-  end
 end
 
 -- Note that key changed (how: 1, or 2 when an update applied to it).
@@ -112,7 +95,7 @@ local function create_path(tree, ks, m, now)
       parent[SW] = parent[SW] + 1000
       parent[COUNTS] = recount(parent[COUNTS], false, '')
       tree.born = tree.born or {}
-      add_child(tree.T, parent, parent[N], i == 2 and key or ssub(key, #ks[i - 1] + 2), tree.born)
+      add_child(tree, ks[i - 1], parent, parent[N], i == 2 and key or ssub(key, #ks[i - 1] + 2))
       raw[ks[i - 1]] = pack_node(parent)
       mark(tree, ks[i - 1], 1)
     end

@@ -1,8 +1,9 @@
 --@include prelude
 --@include call_chunked
+--@include children
 -- Write what a call changed in a tree: the records of its changed nodes
 -- (HSET, 500 a call), new children's first-seen entries (one ZADD per
--- parent) and the leftovers replaced by new nodes, queued for
+-- parent), the status indexes of wide parents (children.lua) and the leftovers replaced by new nodes, queued for
 -- collect_garbage.lua.  Returns the flat list key1, record1, key2,
 -- record2, ... of what it wrote, in the order the nodes first changed.
 local function write_tree(tree)
@@ -18,6 +19,7 @@ local function write_tree(tree)
       call_chunked('ZADD', T .. 'c:' .. sformat('%d', pid), args, 2)
     end
   end
+  if tree.moved then write_moved(tree) end
   if tree.gc then call_chunked('RPUSH', T .. 'gc', tree.gc) end
   return records
 end
