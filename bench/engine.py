@@ -256,6 +256,20 @@ async def shape_d(server, args) -> list[dict]:
         bs = batches(ups, 1000)
         rows.append(await measure(server, f"(d) naive, {n:,} children", naive_all, bs, prepare=fill))
         rows.append(await measure(server, f"(d) engine, {n:,} children", engine_run(), bs, prepare=fill))
+    # Every update a status change: the wide parent's status index moves too.
+    parent, n = "_bench.w100000.p", 100_000
+    ups = [(f"{parent}.c{(i * 7919) % n}", {"progress": (i % 100) / 100, "status": ("running", "failed")[i % 2]})
+           for i in range(args.width_updates)]
+
+    async def fill(engine):
+        for chunk in batches([(f"{parent}.c{i}", {"progress": 0}) for i in range(n)], 5000):
+            await engine.apply(chunk, snapshots="none")
+
+    bs = batches(ups, 1000)
+    rows.append(await measure(server, "(d) naive, 100,000 children, each update a status change", naive_all, bs,
+                              prepare=fill))
+    rows.append(await measure(server, "(d) engine, 100,000 children, each update a status change", engine_run(),
+                              bs, prepare=fill))
     return rows
 
 
@@ -316,26 +330,60 @@ async def memory(server, args) -> dict:
 
 
 async def reads(server, args) -> list[dict]:
+    """First pages of big nodes; children by status (the index) beside an
+    ordinary page, and beside finding them without it (reading every child)."""
     engine, client = await fresh_engine(server)
+    before = server.used_memory()
     for chunk in batches([(f"_bench.hk.p.c{i}", {"progress": 0.5}) for i in range(100_000)], 5000):
         await engine.apply(chunk, snapshots="none")
+    wide_bytes = (server.used_memory() - before) / 100_000
+    print(f"  memory: {wide_bytes:.0f} B per child of a 100,000-child node", flush=True)
+    failed = [f"_bench.hk.p.c{i * 1999 + 7}" for i in range(50)]  # 50 failures, spread over the node
+    await engine.apply([(k, {"status": "failed", "msg": "exit code 1"}) for k in failed], snapshots="none")
     for chunk in batches([(f"_bench.tenk.p.c{i}", {"progress": 0.5, "msg": f"child {i}"})
                           for i in range(10_000)], 5000):
         await engine.apply(chunk, snapshots="none")
     out = []
-    for label, key, depth, limit in (("first page (1,000) of a 100,000-child node, depth 1", "_bench.hk.p", 1, None),
-                                     ("10,000-child node, depth 2 (limit 10000)", "_bench.tenk.p", 2, 10_000)):
+
+    async def scan_failed(engine, key, limit):
+        """Without the index: page through every child (depth 2), keep the failed."""
+        found, cursor = [], None
+        while len(found) < limit:
+            node = await engine.read(key, depth=2, limit=10_000, cursor=cursor)
+            found += [t["key"] for t in node.get("tasks", []) if t.get("status") == "failed"]
+            cursor = node.get("_children_next")
+            if not cursor:
+                break
+        return {"_children": found[:limit], "_children_total": 100_000}
+
+    hk = "_bench.hk.p"
+    for label, read, repeats in (
+            ("first page (1,000) of a 100,000-child node, depth 1", lambda: engine.read(hk), args.reads),
+            ("10,000-child node, depth 2 (limit 10000)",
+             lambda: engine.read("_bench.tenk.p", depth=2, limit=10_000), args.reads),
+            ("100,000-child node, depth 2, first page of 50 children",
+             lambda: engine.read(hk, depth=2, limit=50), args.reads),
+            ("the same node, depth 2, first page of its 50 failed children (status=failed)",
+             lambda: engine.read(hk, depth=2, limit=50, status="failed"), args.reads),
+            ("100,000-child node, depth 2, first page of 1,000 children",
+             lambda: engine.read(hk, depth=2), args.reads),
+            ("the same node, depth 2, status=failed with the default limit (1,000)",
+             lambda: engine.read(hk, depth=2, status="failed"), args.reads),
+            ("no index: its 50 failed children by reading all 100,000 (depth 2, pages of 10,000)",
+             lambda: scan_failed(engine, hk, 50), max(3, args.reads // 5))):
         times = []
-        for _ in range(args.reads):
+        for _ in range(repeats):
             t0 = time.perf_counter()
-            node = await engine.read(key, depth=depth, limit=limit)
+            node = await read()
             times.append(time.perf_counter() - t0)
-        assert node["_children_total"] in (10_000, 100_000)
+        assert node["_children_total"] in (10_000, 100_000) or node.get("_children_status") == "failed"
+        if "failed" in label:
+            assert sorted(node["_children"]) == sorted(failed), label
         out.append({"read": label, "median_ms": median(times) * 1000, "min_ms": min(times) * 1000,
                     "max_ms": max(times) * 1000, "repeats": len(times)})
         print(f"  {label}: median {median(times) * 1000:.1f} ms", flush=True)
     await client.aclose()
-    return out
+    return {"reads": out, "wide_bytes_per_child": wide_bytes}
 
 
 # -- report ------------------------------------------------------------------------
@@ -380,8 +428,10 @@ def markdown(result: dict) -> str:
         lines += [f"Memory: {m['bytes_per_node']:.0f} B per node ({m['bytes']:,} B of used_memory over "
                   f"{m['nodes']:,} nodes of {m['jobs']:,} whole jobs).", ""]
     if "reads" in result:
+        lines += [f"Memory: {result['reads']['wide_bytes_per_child']:.0f} B per child of a 100,000-child node "
+                  f"(records, children and status index).", ""]
         lines += ["| read | median ms | min ms | max ms | repeats |", "|---|---:|---:|---:|---:|"]
-        for r in result["reads"]:
+        for r in result["reads"]["reads"]:
             lines.append(f"| {r['read']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['max_ms']:.1f} "
                          f"| {r['repeats']} |")
     return "\n".join(lines)
