@@ -4,8 +4,7 @@
   Input:
     KEYS[1]   record hash of the tree, '<prefix>:{<root>}:t'; the tree's
               'gc' list, the 'c:<id>' children and 's:<id>' status indexes of
-              wide nodes and the
-              'ids' counter are derived from it.  A gc entry names a detached
+              wide nodes and the 'ids' counter are derived from it.  A gc entry names a detached
               node whose children are still stored: '<id> <key>' when they
               are in 'c:<id>', '<id> <key>|<seg> <seg> ...' when its record
               listed them (children.lua); keys relative to the root.

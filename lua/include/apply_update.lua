@@ -51,6 +51,7 @@ end
 local function note_moved(tree, pkey, key, s, st0)
   local pid = s[PID]
   local byseg = tree.moved and tree.moved[pid]
+  if not byseg and s[STATUS] == st0 then return end -- the common case: nothing to note
   local seg = pkey == '' and key or ssub(key, #pkey + 2)
   if byseg and byseg[seg] then
     byseg[seg][3] = s[STATUS]

@@ -1,5 +1,6 @@
 --@include prelude
 --@include record
+--@include counts
 --@include call_chunked
 --@include fetch
 -- The children of a parent, in first-seen order.  Up to MAX_LISTED of them
@@ -23,6 +24,15 @@ local MAX_LISTED = 64
 local ENTRY = '<I4Bc0'
 local BY_STATUS = '>Hc0I4'
 
+-- The keys of the children (segments in a flat array of position, segment
+-- pairs, as listed returns) of the node pkey.
+local function listed_keys(pkey, entries)
+  local prefix = pkey == '' and '' or pkey .. '.'
+  local keys = {}
+  for j = 2, #entries, 2 do keys[#keys + 1] = prefix .. entries[j] end
+  return keys
+end
+
 -- The (position, segment) pairs of a list, as a flat array.
 local function listed(kids)
   local out, pos = {}, 1
@@ -33,11 +43,6 @@ local function listed(kids)
     out[#out + 1] = seg
   end
   return out
-end
-
--- The status name the index and the counts use: '' is 'none'.
-local function status_name(status)
-  return status ~= '' and status or 'none'
 end
 
 -- The index member of a child in status name at first-seen position order.
@@ -80,9 +85,7 @@ local function add_child(tree, pkey, s, order, seg)
   end
   if s[WIDE] == 0 then
     local kids = listed(s[KIDS])
-    local prefix = pkey == '' and '' or pkey .. '.'
-    local keys = {}
-    for j = 2, #kids, 2 do keys[#keys + 1] = prefix .. kids[j] end
+    local keys = listed_keys(pkey, kids)
     fetch_paths(tree, { keys })
     for j = 1, #kids, 2 do
       args[#args + 1] = kids[j]
@@ -203,9 +206,7 @@ local function children_page_in(tree, pkey, raw, id, name, limit, cursor, out, f
     return n, false
   end
   local entries = listed(kids)
-  local prefix = pkey == '' and '' or pkey .. '.'
-  local keys = {}
-  for j = 2, #entries, 2 do keys[#keys + 1] = prefix .. entries[j] end
+  local keys = listed_keys(pkey, entries)
   fetch_paths(tree, { keys })
   for j = 1, #entries, 2 do
     local order, rec = entries[j], tree.raw[keys[(j + 1) / 2]]

@@ -3,8 +3,8 @@
 --@include children
 -- Write what a call changed in a tree: the records of its changed nodes
 -- (HSET, 500 a call), new children's first-seen entries (one ZADD per
--- parent), the status indexes of wide parents (children.lua) and the leftovers replaced by new nodes, queued for
--- collect_garbage.lua.  Returns the flat list key1, record1, key2,
+-- parent), the status indexes of wide parents (children.lua) and the
+-- leftovers replaced by new nodes, queued for collect_garbage.lua.  Returns the flat list key1, record1, key2,
 -- record2, ... of what it wrote, in the order the nodes first changed.
 local function write_tree(tree)
   local T, raw = tree.T, tree.raw
