@@ -85,7 +85,7 @@ class ClusterLink:
         connection options: password, TLS, timeouts)."""
         self.client = client
         self._owner: list[tuple[str, int] | None] = [None] * 16384
-        self._mapped = False  # the slot map has been read once
+        self._masters: list[tuple[str, int]] = []  # the owners in _owner, sorted; empty until the map is read
         self._links: dict[tuple[str, int], RedisLink] = {}
         self._refreshing: asyncio.Future | None = None
         self.connects = 0
@@ -126,12 +126,12 @@ class ClusterLink:
                 for slot in range(int(start), int(end) + 1):
                     owner[slot] = addr
             self._owner = owner
-            self._mapped = True
+            self._masters = sorted({a for a in owner if a is not None})
             return
         raise rex.ConnectionError(f"no master of the cluster answered CLUSTER SLOTS: {last!r}")
 
     def masters(self) -> list[tuple[str, int]]:
-        return sorted({a for a in self._owner if a is not None})
+        return self._masters
 
     def _link(self, addr: tuple[str, int]) -> RedisLink:
         link = self._links.get(addr)
@@ -147,7 +147,7 @@ class ClusterLink:
 
     async def execute(self, commands: list) -> list:
         """Send *commands*, each to the master of its slot; their replies in order."""
-        if not self._mapped:
+        if not self._masters:
             await self.refresh()
         replies: list = [None] * len(commands)
         todo = list(range(len(commands)))
