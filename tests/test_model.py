@@ -126,6 +126,9 @@ class TreeMachine(RuleBasedStateMachine):
 
     @invariant()
     def children_by_status_match_model(self):
+        """Every parent's children by status, page by page, against the model:
+        the (parent, status) pairs are read concurrently (one round trip a page)."""
+        checks = []
         for key, node in self.model.nodes.items():
             if not node["children"]:
                 continue
@@ -134,16 +137,23 @@ class TreeMachine(RuleBasedStateMachine):
             names = [*STATUSES, "none"] if len(node["children"]) > 64 else [*self.model.status_counts(key), "odd"]
             for name in names:
                 want = [c for c in node["children"] if (self.model.nodes[c]["fields"].get("status") or "none") == name]
-                got, cursor = [], None
-                while True:
-                    page = self.run(self.engine.read(key, limit=25, cursor=cursor, status=name))
-                    assert page["_children_total"] == len(want), (key, name)
-                    got.extend(page["_children"])
-                    cursor = page.get("_children_next")
-                    if not cursor:
-                        break
-                assert got == want, (key, name)
+                checks.append(self._pages_in_status(key, name, want))
 
+        async def all_checks():
+            await asyncio.gather(*checks)
+
+        self.run(all_checks())
+
+    async def _pages_in_status(self, key: str, name: str, want: list[str]) -> None:
+        got, cursor = [], None
+        while True:
+            page = await self.engine.read(key, limit=25, cursor=cursor, status=name)
+            assert page["_children_total"] == len(want), (key, name)
+            got.extend(page["_children"])
+            cursor = page.get("_children_next")
+            if not cursor:
+                break
+        assert got == want, (key, name)
 
 def test_tree_matches_model(redis_url):
     TreeMachine.redis_url, TreeMachine.cluster = redis_url, False
