@@ -12,12 +12,14 @@ microseconds per update for each phase and the instrumentation's overhead
 
 The phases, in the script's order:
     validate  reading and checking every update of the packed batch
-    fetch     the paths and the HMGET of the records of each tree
-    apply     apply_update: each update applied and rolled up its path, its
-              nodes' records unpacked and packed again
-    write     the list of changed records (and the watch markers' MGET)
-    hset      the HSET of the records, ZADDs of wide parents, RPUSH of leftovers
-    finish    publishing, outbox, packing the reply
+    apply     each tree's records read (HMGET) and its updates applied and
+              rolled up their paths (apply_single, or apply_update on a copy
+              of the tree), records unpacked and packed again
+    touch     the keys of rare writes touched first (Redis Cluster), the
+              watch markers' MGET
+    write     the HSETs of the records and cold parts, ZADDs of wide
+              parents, RPUSH of leftovers, publishing
+    finish    the outbox, packing the reply
 """
 from __future__ import annotations
 
@@ -50,16 +52,15 @@ phase('start')
 #: (text in apply_updates.lua, the same text with a clock reading before or after it)
 MARKERS = [
     ("local now = tonumber(ARGV[1])", CLOCK + "local now = tonumber(ARGV[1])"),
-    ("local statuses, ended = {}, {}", "phase('validate')\nlocal statuses, ended = {}, {}"),
-    ("  fetch_paths(tree, paths)\n", "  fetch_paths(tree, paths)\n  phase('fetch')\n"),
-    ("  trees[i] = tree\nend", "  phase('apply')\n  trees[i] = tree\nend"),
-    ("  call_chunked('HSET', T .. 't', records, 2)\n",
-     "  phase('write')\n  call_chunked('HSET', T .. 't', records, 2)\n  phase('hset')\n"),
+    ("local statuses, ended = {}, {}\n", "phase('validate')\nlocal statuses, ended = {}, {}\n"),
+    ("-- On a Redis Cluster, while", "phase('apply')\n-- On a Redis Cluster, while"),
+    ("for i = 1, #KEYS do\n  local out, tree = {}, trees[i]", "phase('touch')\nfor i = 1, #KEYS do\n  local out, tree = {}, trees[i]"),
+    ("-- Completion events: each node", "phase('write')\n-- Completion events: each node"),
     ("return cmsgpack.pack({ statuses, changed, events, created })",
      "local reply = cmsgpack.pack({ statuses, changed, events, created })\nphase('finish')\n"
      f"for k, v in pairs(_phase_sum) do redis.call('HINCRBY', '{TIMING_KEY}', k, v) end\nreturn reply"),
 ]
-PHASES = ["validate", "fetch", "apply", "write", "hset", "finish"]
+PHASES = ["validate", "apply", "touch", "write", "finish"]
 
 
 def instrumented(source: str) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Mapping
-from functools import partial
+from functools import lru_cache, partial
 
 import msgpack
 import orjson
@@ -36,18 +36,36 @@ dumps = orjson.dumps
 
 
 #: One update for apply_updates.lua, after its position in the call (uint32):
-#:   key  (uint8 length)  relative to the tree root
+#:   path (path_bytes)    the key's ancestors below the root and the key itself,
+#:                        relative to the tree root
 #:   ts, progress         doubles: ts NaN when absent; progress -1 absent, -2 null
 #:   slots                status + 3 * msg + 9 * extra: status and msg 0 absent,
 #:                        1 set, 2 null; extra 0 absent, 1 present
 #:   status (uint16 length, raw text), msg (uint32 length, JSON text),
 #:   extra (uint32 length, msgpack [name, JSON text or true (null), ...])
-_HEAD = struct.Struct("<B")
 _NUMBERS = struct.Struct("<ddBH")
 _LEN = struct.Struct("<I")
 _NAN = float("nan")
 _pack = partial(msgpack.packb, use_bin_type=False)
 
+
+
+@lru_cache(maxsize=65536)
+def path_bytes(rel: str) -> bytes:
+    """The path of a key relative to its tree root as apply_updates.lua reads
+    it: the number of its ancestors below the root (uint8), then each of them
+    root side first and the key itself, each a uint8 length and its bytes
+    ('a.b.c' -> 2, 'a', 'a.b', 'a.b.c'; the root itself, '', is 0 and '').
+    The script splits no key: it takes these prefixes as they are."""
+    raw = rel.encode()
+    out = [b""]
+    dot = raw.find(b".")
+    while dot >= 0:
+        out.append(bytes((dot,)) + raw[:dot])
+        dot = raw.find(b".", dot + 1)
+    out[0] = bytes((len(out) - 1,))
+    out.append(bytes((len(raw),)) + raw)
+    return b"".join(out)
 
 
 def _depth(value) -> int:
@@ -143,9 +161,8 @@ def encode_update(key: str, fields: Mapping, limits: Limits) -> tuple[str, bytes
         count += 1
     if count > limits.max_fields_per_update:
         raise bad("too-many-fields", f"an update may hold at most {limits.max_fields_per_update} fields")
-    rel = b"" if key == root else key[len(root) + 1:].encode()
     packed_extra = b"" if extra is None else _pack(extra)
     return root, b"".join((
-        _HEAD.pack(len(rel)), rel,
+        path_bytes("" if key == root else key[len(root) + 1:]),
         _NUMBERS.pack(ts, progress, s_state + 3 * m_state + (9 if extra is not None else 0), len(status)), status,
         _LEN.pack(len(msg)), msg, _LEN.pack(len(packed_extra)), packed_extra))

@@ -68,35 +68,60 @@ local mode = tonumber(ARGV[8])
 bind()
 
 if not mode then return redis.error_reply('bad-batch ARGV malformed') end
-local trees, pos = {}, 1
-for i = 1, #KEYS do
-  local good, count, after = pcall(sunpack, '<I4', batch, pos)
-  if not good then return redis.error_reply('bad-batch truncated batch') end
-  pos = after
-  local updates = {}
-  for j = 1, count do
-    local u, err = read_update(batch, pos)
-    if not u then return redis.error_reply(err) end
-    updates[j], pos = u, err
+
+-- Every update of every tree is read and checked before the first write.
+local function read_batch()
+  local trees, pos = {}, 1
+  for i = 1, #KEYS do
+    local count
+    count, pos = sunpack('<I4', batch, pos)
+    local updates = {}
+    for j = 1, count do
+      local u, after = read_update(batch, pos)
+      if not u then return nil, after end
+      updates[j], pos = u, after
+    end
+    trees[i] = updates
   end
-  trees[i] = updates
+  if pos ~= #batch + 1 then return nil, 'bad-batch the batch does not match KEYS' end
+  return trees
 end
-if pos ~= #batch + 1 then return redis.error_reply('bad-batch the batch does not match KEYS') end
+local good, trees, err = pcall(read_batch)
+if not good then return redis.error_reply('bad-batch truncated batch') end
+if not trees then return redis.error_reply(err) end
 
 local statuses, ended = {}, {}
+-- Each tree's changes, computed before anything is written: a tree with one
+-- update of the common kind as apply_single's result (single[i]), any other
+-- as its copy (tree.lua) with every update applied (trees[i]).
+local single = {}
 for i, updates in ipairs(trees) do
-  local tree = new_tree(KEYS[i])
-  local paths = {}
-  for j, u in ipairs(updates) do
-    local ks = path_of(u[2])
-    u[8] = ks
-    paths[j] = ks
+  local done, fetched
+  if #updates == 1 then
+    done, fetched = apply_single(ssub(KEYS[i], 1, -2), updates[1], max_fields, max_nodes, now, tau)
   end
-  fetch_paths(tree, paths)
-  for _, u in ipairs(updates) do
-    statuses[u[1]] = apply_update(tree, u, max_fields, max_nodes, now, tau, ended)
+  if done then
+    statuses[updates[1][1]] = 1
+    single[i] = done
+    if done[5] then ended[#ended + 1] = { { T = done[1] }, done[2][#done[2]], done[5] } end
+    trees[i] = false
+  else
+    local tree = new_tree(KEYS[i])
+    if fetched then
+      local ks = updates[1][8]
+      for j = 1, #ks do tree.raw[ks[j]] = fetched[j] end
+    elseif #updates == 1 then
+      fetch_paths(tree, { updates[1][8] })
+    else
+      local paths = {}
+      for j, u in ipairs(updates) do paths[j] = u[8] end
+      fetch_paths(tree, paths)
+    end
+    for _, u in ipairs(updates) do
+      statuses[u[1]] = apply_update(tree, u, max_fields, max_nodes, now, tau, ended)
+    end
+    trees[i] = tree
   end
-  trees[i] = tree
 end
 
 -- On a Redis Cluster, while the slot of a tree migrates, a key that is not on
@@ -107,12 +132,13 @@ end
 -- children of wide parents and their status indexes, the garbage list, the
 -- events outbox.
 for _, tree in ipairs(trees) do
-  if #tree.dirty > 0 then
+  if tree and #tree.dirty > 0 then
     if tree.born then
       for pid in pairs(tree.born) do rcall('EXISTS', tree.T .. 'c:' .. sformat('%d', pid)) end
     end
     if tree.moved then resolve_moved(tree) end
     if tree.gc then rcall('EXISTS', tree.T .. 'gc') end
+    if tree.cdirty then rcall('EXISTS', tree.T .. 'p') end
   end
 end
 if record_events then
@@ -124,28 +150,32 @@ local changed, created = {}, {}
 local watched = {}
 if feed ~= '' then
   local marks = {}
-  for i, tree in ipairs(trees) do marks[i] = tree.T .. 'w' end
+  for i = 1, #KEYS do marks[i] = ssub(KEYS[i], 1, -2) .. 'w' end
   for i = 1, #marks, 1000 do
     local got = rcall('MGET', unpack(marks, i, math.min(i + 999, #marks)))
     for j = 1, #got do watched[i + j - 1] = got[j] end
   end
 end
-for i, tree in ipairs(trees) do
-  local out = {}
-  if #tree.dirty > 0 then
-    local written = write_tree(tree)
+for i = 1, #KEYS do
+  local out, tree = {}, trees[i]
+  local done = single[i]
+  if done then
+    rcall('HSET', done[1] .. 't', unpack(done[3], 1, done[4]))
+    if done[6] then rcall('HSET', done[1] .. 'p', done[2][#done[2] - 1], done[6]) end
+    -- The feed and mode 2 need the changed nodes' whole records: from the copy of a tree.
+    if watched[i] or mode == 2 then tree = single_tree(done) end
+    if mode == 1 then out = { done[3][1], done[3][2] } end
+  elseif #tree.dirty > 0 then
+    write_tree(tree)
     if tree.new_root then created[#created + 1] = i end
-    if watched[i] then rcall(feed, tree.T .. 'f', cmsgpack.pack({ now, written, false })) end
-    if mode == 2 then
-      out = written
-    elseif mode == 1 then
-      for j, key in ipairs(tree.dirty) do
-        if tree.mark[key] == 2 then
-          out[#out + 1] = key
-          out[#out + 1] = written[2 * j]
-        end
-      end
-    end
+    if mode == 1 then out = snapshots(tree, true) end
+  else
+    tree = false
+  end
+  if tree and (watched[i] or mode == 2) then
+    local all = snapshots(tree, false)
+    if watched[i] then rcall(feed, tree.T .. 'f', cmsgpack.pack({ now, all, false })) end
+    if mode == 2 then out = all end
   end
   changed[i] = out
 end

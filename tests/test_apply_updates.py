@@ -6,6 +6,7 @@ import pytest
 
 from sca_progress.engine import InvalidUpdate
 from sca_progress.engine.scripts import pack, unpack
+from sca_progress.engine.updates import path_bytes
 
 
 async def call(engine, keys, packed_arg, now=1000, tau=60000, max_fields=128, events=0, mode=0, max_nodes=0):
@@ -27,8 +28,7 @@ def up(seq, key, ts=ABSENT, progress=ABSENT, status=ABSENT, msg=ABSENT, extra=AB
     x = b"" if extra is ABSENT else extra if isinstance(extra, bytes) else pack(extra)
     if slots is None:
         slots = state(status) + 3 * state(msg) + (0 if extra is ABSENT else 9)
-    k = key.encode()
-    return (struct.pack("<IB", seq, len(k)) + k
+    return (struct.pack("<I", seq) + path_bytes(key)
             + struct.pack("<ddBH", float("nan") if ts is ABSENT else ts, p, slots, len(st)) + st
             + struct.pack("<I", len(m)) + m + struct.pack("<I", len(x)) + x)
 

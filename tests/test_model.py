@@ -81,6 +81,13 @@ class TreeMachine(RuleBasedStateMachine):
             applied = self.model.post(key, f)
             assert outcome is (APPLIED if applied else STALE), (key, f, outcome)
 
+    @rule(batch=st.lists(st.tuples(keys, fields), min_size=1, max_size=4))
+    def apply_one_by_one(self, batch):
+        """Each update in a call of its own: the commonest call (one update of
+        its tree) takes the script's fast path (apply_single)."""
+        for key, f in batch:
+            self.apply_batch([(key, f)])
+
     @rule(data=st.data(), n=st.integers(60, 72))
     def grow_wide(self, data, n):
         """Post to the first n children of WIDE at once, each a status or none."""

@@ -6,7 +6,7 @@ import msgpack
 import pytest
 
 from sca_progress.engine import InvalidUpdate, Limits
-from sca_progress.engine.updates import encode_update
+from sca_progress.engine.updates import encode_update, path_bytes
 
 L = Limits()
 
@@ -20,8 +20,12 @@ def code(key, fields):
 def entry(key, fields):
     """encode_update's entry, read back as check_update.lua reads it."""
     root, enc = encode_update(key, fields, L)
-    (klen,) = struct.unpack_from("<B", enc)
-    pos = 1 + klen
+    path, pos = [], 1
+    for _ in range(enc[0] + 1):  # the ancestors below the root, then the key
+        path.append(enc[pos + 1:pos + 1 + enc[pos]])
+        pos += 1 + enc[pos]
+    key = path[-1]
+    assert path == [key[:len(p)] for p in path] and all(key[len(p)] == ord(".") for p in path[:-1])
     ts, progress, slots, slen = struct.unpack_from("<ddBH", enc, pos)
     pos += 19
     status = enc[pos:pos + slen]
@@ -32,7 +36,7 @@ def entry(key, fields):
     (xlen,) = struct.unpack_from("<I", enc, pos)
     extra = msgpack.unpackb(enc[pos + 4:pos + 4 + xlen], raw=True) if xlen else None
     assert pos + 4 + xlen == len(enc)
-    return root, enc[1:1 + klen], ts, progress, slots, status, msg, extra
+    return root, key, ts, progress, slots, status, msg, extra
 
 
 def test_encodes_the_script_entry():
@@ -45,6 +49,12 @@ def test_encodes_the_script_entry():
     assert extra == [b"extra", b'[1,{"x":null}]', b"weight", b"10"]
     root, key, ts, progress, slots, status, msg, extra = entry("_p.j", {})
     assert key == b"" and math.isnan(ts) and progress == -1 and slots == 0 and extra is None
+
+
+def test_paths_name_every_ancestor_below_the_root():
+    assert path_bytes("") == b"\x00\x00"
+    assert path_bytes("a") == b"\x00\x01a"
+    assert path_bytes("ab.c.de") == b"\x02\x02ab\x04ab.c\x07ab.c.de"
 
 
 def test_null_removes():

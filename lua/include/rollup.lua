@@ -1,6 +1,5 @@
 --@include prelude
 --@include record
---@include counts
 -- The roll-up math.  Updates are applied one by one, in batch order, and each
 -- one walks its node's path to the root (O(depth); siblings are never read):
 --
@@ -67,23 +66,21 @@ local function next_rate(er, p, p0, start, upd, now, tau)
   return inst
 end
 
--- Roll the change of the node at ks[i] (whose parent's id is cpid) up the
--- path ks[1..i-1] (ks[1] is the root): its weight units, progress (NaN as 0)
--- and status went from (ow, op, ost) to (nw, np, nst).  The ancestors'
--- new records go to out[1..i-1]; nothing is stored here.  Returns false when
--- the path is not intact (an ancestor missing, or not the parent whose id
--- the child names: a leftover of a deleted subtree).
-local function rise(raw, ks, i, cpid, ow, op, ost, nw, np, nst, now, tau, out)
+-- Roll the change of the node at depth i of a path (whose parent's id is
+-- cpid) up to the root: its weight units and progress (NaN as 0) went from
+-- (ow, op) to (nw, np).  recs[1..i-1] are the records of its ancestors,
+-- the root first; only their hot parts change (record.lua), and each is
+-- replaced by its new one in recs.  (A moved status changes the counts of
+-- the direct parent only: its caller's business.)  Returns false when the
+-- path is not intact (an ancestor missing, or not the parent whose id the
+-- child names: a leftover of a deleted subtree); recs may then be changed
+-- in part.
+local function rise(recs, i, cpid, ow, op, nw, np, now, tau)
   for j = i - 1, 1, -1 do
-    local rec = raw[ks[j]]
-    if not rec or sbyte(rec, 1) ~= PARENT then return false end
-    local s
-    if nst ~= ost then -- the child's status moved: this parent's counts change too
-      s = read_node(rec, ks[j])
-      s[COUNTS] = recount(s[COUNTS], ost, nst)
-    end
-    local _, id, pid, wm, start, p, upd, er, began, own, sw, swp, swpc, pos = sunpack(PARENT_HOT, rec)
-    if id ~= cpid then return false end
+    local rec = recs[j]
+    if not rec or #rec ~= HOT_BYTES then return false end
+    local kind, id, pid, wm, start, p, upd, er, began, own, sw, swp, swpc = sunpack(PARENT_HOT, rec)
+    if kind ~= PARENT or id ~= cpid then return false end
     if nw ~= ow then sw = sw + (nw - ow) end
     if nw ~= ow or np ~= op then
       local x = nw * np
@@ -102,13 +99,8 @@ local function rise(raw, ks, i, cpid, ow, op, ost, nw, np, nst, now, tau, out)
     local p1 = p == p and p or 0
     er = next_rate(er, p1, p0, start, upd, now, tau)
     if began ~= began and p1 > 0 then began = now end
-    if s then
-      s[P], s[UPD], s[ER], s[BEGAN], s[SW], s[SWP], s[SWPC] = p, now, er, began, sw, swp, swpc
-      out[j] = pack_node(s)
-    else
-      out[j] = spack(PARENT_HOT, PARENT, id, pid, wm, start, p, now, er, began, own, sw, swp, swpc) .. ssub(rec, pos)
-    end
-    ow, op, nw, np, ost, nst, cpid = wm, p0, wm, p1, true, true, pid
+    recs[j] = spack(PARENT_HOT, PARENT, id, pid, wm, start, p, now, er, began, own, sw, swp, swpc)
+    ow, op, nw, np, cpid = wm, p0, wm, p1, pid
   end
   return cpid == 0
 end
