@@ -54,7 +54,7 @@ MARKERS = [
     ("local now = tonumber(ARGV[1])", CLOCK + "local now = tonumber(ARGV[1])"),
     ("local statuses, ended = {}, {}\n", "phase('validate')\nlocal statuses, ended = {}, {}\n"),
     ("-- On a Redis Cluster, while", "phase('apply')\n-- On a Redis Cluster, while"),
-    ("for i = 1, #KEYS do\n  local out, tree = {}, trees[i]", "phase('touch')\nfor i = 1, #KEYS do\n  local out, tree = {}, trees[i]"),
+    ("for i = 1, #KEYS do\n  local out, written, tree = {}, nil, trees[i]", "phase('touch')\nfor i = 1, #KEYS do\n  local out, written, tree = {}, nil, trees[i]"),
     ("-- Completion events: each node", "phase('write')\n-- Completion events: each node"),
     ("return cmsgpack.pack({ statuses, changed, events, created })",
      "local reply = cmsgpack.pack({ statuses, changed, events, created })\nphase('finish')\n"

@@ -21,7 +21,6 @@ from .errors import (InvalidUpdate, NotFound, ProgressError, QuotaExceeded, Stor
                      redis_errors)
 from .keys import RedisKeys, check_key, namespace_chain, relative_key, tree_root
 from .limits import Limits
-from .migrate import CONVERTIBLE, migrate
 from .cluster import ClusterLink
 from .link import RedisLink
 from .namespaces import NamespaceIndex
@@ -202,8 +201,7 @@ class Engine:
     async def _check_format(self) -> None:
         """'<prefix>:format' names the record format of the prefix's trees.  A
         prefix that has trees but no such key was written by a version before
-        it (format 1): those records would be misread, so refuse to start.
-        Format 2 is converted (migrate.py)."""
+        it (format 1): those records would be misread, so refuse to start."""
         key = f"{self.keys.prefix}:format"
         with redis_errors():
             stored = await self.redis.get(key)
@@ -214,9 +212,7 @@ class Engine:
                 else:
                     await self.redis.set(key, str(FORMAT), nx=True)
                     return
-        if int(stored) in CONVERTIBLE:
-            await migrate(self, int(stored), FORMAT)
-        elif int(stored) != FORMAT:
+        if int(stored) != FORMAT:
             raise StoredFormatError(
                 f"this Redis holds progress trees under the prefix {self.keys.prefix!r} in record format "
                 f"{int(stored)}, which this version (format {FORMAT}) cannot read. Delete them "

@@ -14,11 +14,8 @@ Redis Cluster hash tag, so every key of one tree lives in one slot):
 
     P:{R}:t          hash    one record per node of the tree (field: the node key):
                              id, parent id, weight, progress, sums, times, eta
-                             state; a leaf's status, msg and fields too
-                             (lua/include/record.lua)
-    P:{R}:p          hash    the rest of each parent's record (field: its key):
-                             children's status counts and list, its own
-                             status, msg and fields
+                             state, status and children's status counts,
+                             packed (lua/include/record_format.lua)
     P:{R}:c:<id>     zset    children of node <id>: member segment, score first-seen order
     P:{R}:s:<id>     zset    the same children by status: members status|order|segment, score 0 (children.lua)
     P:{R}:ids        string  node id counter of the tree

@@ -1,8 +1,7 @@
 """Decoding node records into their public JSON view.
 
 A node is stored as one packed record (lua/include/record.lua is the
-reference; this module mirrors it): a parent's is stored in two parts, which
-the scripts return joined.  Scripts return records as they are, and
+reference; this module mirrors it).  Scripts return records as they are, and
 the JSON object of a node is built here, in C-backed struct/msgpack/orjson
 calls, only when someone needs it:
 
@@ -23,7 +22,7 @@ import msgpack
 import orjson
 
 #: The record format this code reads and the scripts write.
-FORMAT = 3
+FORMAT = 2
 LEAF, PARENT = 2, 3
 
 #: kind, id, pid, wm, start, p, upd, er (float32), began, ts, fin

@@ -103,7 +103,7 @@ for i, updates in ipairs(trees) do
   if done then
     statuses[updates[1][1]] = 1
     single[i] = done
-    if done[5] then ended[#ended + 1] = { { T = done[1] }, done[2][#done[2]], done[5] } end
+    if done[4] then ended[#ended + 1] = { { T = done[1] }, done[2][#done[2]], done[4] } end
     trees[i] = false
   else
     local tree = new_tree(KEYS[i])
@@ -138,7 +138,6 @@ for _, tree in ipairs(trees) do
     end
     if tree.moved then resolve_moved(tree) end
     if tree.gc then rcall('EXISTS', tree.T .. 'gc') end
-    if tree.cdirty then rcall('EXISTS', tree.T .. 'p') end
   end
 end
 if record_events then
@@ -157,25 +156,27 @@ if feed ~= '' then
   end
 end
 for i = 1, #KEYS do
-  local out, tree = {}, trees[i]
+  local out, written, tree = {}, nil, trees[i]
   local done = single[i]
   if done then
-    rcall('HSET', done[1] .. 't', unpack(done[3], 1, done[4]))
-    if done[6] then rcall('HSET', done[1] .. 'p', done[2][#done[2] - 1], done[6]) end
-    -- The feed and mode 2 need the changed nodes' whole records: from the copy of a tree.
-    if watched[i] or mode == 2 then tree = single_tree(done) end
-    if mode == 1 then out = { done[3][1], done[3][2] } end
+    write_single(done)
+    if watched[i] or mode == 2 then written = single_written(done) end
+    if mode == 1 then out = { done[2][#done[2]], done[3][#done[2]] } end
   elseif #tree.dirty > 0 then
-    write_tree(tree)
+    written = write_tree(tree)
     if tree.new_root then created[#created + 1] = i end
-    if mode == 1 then out = snapshots(tree, true) end
-  else
-    tree = false
+    if mode == 1 then
+      for j, key in ipairs(tree.dirty) do
+        if tree.mark[key] == 2 then
+          out[#out + 1] = key
+          out[#out + 1] = written[2 * j]
+        end
+      end
+    end
   end
-  if tree and (watched[i] or mode == 2) then
-    local all = snapshots(tree, false)
-    if watched[i] then rcall(feed, tree.T .. 'f', cmsgpack.pack({ now, all, false })) end
-    if mode == 2 then out = all end
+  if written then
+    if watched[i] then rcall(feed, ssub(KEYS[i], 1, -2) .. 'f', cmsgpack.pack({ now, written, false })) end
+    if mode == 2 then out = written end
   end
   changed[i] = out
 end

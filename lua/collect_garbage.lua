@@ -32,19 +32,13 @@ local gc = T .. 'gc'
 local function free(child, pid)
   local raw = rcall('HGET', t, child)
   if not raw then return end
-  local _, rpid, kind = record_links(raw, child)
+  local _, rpid = record_links(raw, child)
   -- A record under another parent id belongs to a newer node at the same
   -- key; whoever replaced the leftover queued it already.
   if rpid ~= pid then return end
-  if kind == PARENT then
-    local cold = rcall('HGET', T .. 'p', child)
-    rcall('HDEL', t, child)
-    rcall('HDEL', T .. 'p', child)
-    local entry = cold and gc_entry(child, raw, cold)
-    if entry then rcall('RPUSH', gc, entry) end
-  else
-    rcall('HDEL', t, child)
-  end
+  rcall('HDEL', t, child)
+  local entry = gc_entry(raw, child)
+  if entry then rcall('RPUSH', gc, entry) end
 end
 
 while budget > 0 do

@@ -30,13 +30,12 @@
 local now = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
 local key = ARGV[3]
-local snapshots_wanted = ARGV[4] == '1'
+local snapshots = ARGV[4] == '1'
 local feed = ARGV[5] or ''
 local not_after = tonumber(ARGV[6] or '')
 
 --@include prelude
 --@include record
---@include counts
 --@include tree
 --@include rollup
 --@include children
@@ -46,30 +45,25 @@ local not_after = tonumber(ARGV[6] or '')
 bind()
 
 local root = string.match(KEYS[1], '{(.*)}:t$')
-local ks = path_of(key)
-if root == nil or ks == nil then return redis.error_reply('bad-key ' .. key) end
+if root == nil or sfind(key, '..', 1, true) or sbyte(key, 1) == 46 or sbyte(key, -1) == 46 then
+  return redis.error_reply('bad-key ' .. key)
+end
 local tree = new_tree(KEYS[1], root)
+local ks = path_of(key)
 local n = #ks
 fetch_paths(tree, { ks })
 if intact(tree, ks) < n then return cmsgpack.pack({ 0, {} }) end
-local s = node_state(tree, key)
+local s = read_node(tree.raw[key], key)
 if not_after and s[UPD] > not_after then return cmsgpack.pack({ 2, {} }) end
 
-local gc = {}
-if s[KIND] == PARENT then
-  gc[1] = gc_entry(key, tree.raw[key], tree.cold[key])
-  rcall('HDEL', KEYS[1], key)
-  rcall('HDEL', tree.T .. 'p', key)
-else
-  rcall('HDEL', KEYS[1], key)
-end
+rcall('HDEL', KEYS[1], key)
+local gc = { gc_entry(tree.raw[key], key) }
 local written = {}
-local watching = watched(feed, tree.T)
 if n > 1 then
   -- The parent loses the child: its count, weight, weighted progress and
   -- status; then every ancestor above it follows.
   local pkey = ks[n - 1]
-  local parent = node_state(tree, pkey)
+  local parent = read_node(tree.raw[pkey], pkey)
   remove_child(tree.T, parent, n == 2 and key or ssub(key, #pkey + 2), s[STATUS])
   local p, pp0 = s[P], parent[P]
   if pp0 ~= pp0 then pp0 = 0 end
@@ -84,17 +78,17 @@ if n > 1 then
   if pp1 ~= pp1 then pp1 = 0 end
   local recs = {}
   for j = 1, n - 2 do recs[j] = tree.raw[ks[j]] end
-  rise(recs, n - 1, parent[PID], parent[WM], pp0, parent[WM], pp1, now, tau)
-  store(tree, pkey, parent, 1)
+  rise(recs, n - 1, parent[PID], parent[WM], pp0, parent[STATUS], parent[WM], pp1, parent[STATUS], now, tau)
+  tree.raw[pkey] = pack_node(parent)
+  mark(tree, pkey, 1)
   for j = n - 2, 1, -1 do
     tree.raw[ks[j]] = recs[j]
     mark(tree, ks[j], 1)
   end
   tree.gc = gc
-  write_tree(tree)
-  if snapshots_wanted or watching then written = snapshots(tree, false) end
+  written = write_tree(tree)
 else
   call_chunked('RPUSH', tree.T .. 'gc', gc)
 end
-if watching then rcall(feed, tree.T .. 'f', cmsgpack.pack({ now, written, key })) end
-return cmsgpack.pack({ 1, snapshots_wanted and written or {} })
+if watched(feed, tree.T) then rcall(feed, tree.T .. 'f', cmsgpack.pack({ now, written, key })) end
+return cmsgpack.pack({ 1, snapshots and written or {} })

@@ -47,28 +47,22 @@ if not ok or type(requests) ~= 'table' or limit == nil or limit < 1 or limit > 1
   return redis.error_reply('bad-batch malformed read request')
 end
 
--- The reply for the node key of tree (its record in tree.raw, and its cold
--- part in tree.cold when it is a parent): its whole record, and a page of its
--- children (only those in status name, when given).
-local function reply(tree, key, id, cursor, name)
-  local raw, nc, cold = tree.raw[key], 0, nil
-  if sbyte(raw, 1) == PARENT then
-    cold = cold_of(tree, key)
-    raw = raw .. cold
-    nc = cold_children(cold)
-  end
+-- The reply for the node key of tree whose record is raw: its record, and a
+-- page of its children when it has nc of them (only those in status name,
+-- when given).
+local function reply(tree, key, raw, id, nc, cursor, name)
   local rep = { raw, id, nc, false }
-  if name and nc > 0 then
-    local _, _, _, counts = cold_children(cold)
+  if name then
+    local counts = select(COUNTS, sunpack(PARENT_FORMAT, raw))
     nc = counts ~= '' and cjson.decode(counts)[name] or 0
     rep[3] = nc
   end
   if nc > 0 then
     local n, nxt
     if name then
-      n, nxt = children_page_in(tree, key, cold, id, name, limit, cursor, rep, 5)
+      n, nxt = children_page_in(tree, key, raw, id, name, limit, cursor, rep, 5)
     else
-      n, nxt = children_page(tree.T, cold, id, limit, cursor, rep, 5)
+      n, nxt = children_page(tree.T, raw, id, limit, cursor, rep, 5)
     end
     rep[4] = nxt
     if budget then
@@ -91,9 +85,10 @@ for r, q in ipairs(requests) do
   if q[1] == 'k' then
     fetch_paths(tree, { ks })
     if intact(tree, ks) == #ks then
-      local id = record_links(tree.raw[q[3]], q[3])
-      local name = r == 1 and in_status ~= '' and in_status or nil
-      out[r] = reply(tree, q[3], sformat('%d', id), r == 1 and first_cursor, name)
+      local raw = tree.raw[q[3]]
+      local id, _, nc = record_links(raw, q[3])
+      local name = r == 1 and in_status ~= '' and nc > 0 and in_status or nil
+      out[r] = reply(tree, q[3], raw, sformat('%d', id), nc, r == 1 and first_cursor, name)
     else
       out[r] = false
     end
@@ -107,14 +102,13 @@ for r, q in ipairs(requests) do
       local prefix = q[3] == '' and '' or q[3] .. '.'
       for j = 5, #q do keys[#keys + 1] = prefix .. q[j] end
       fetch_paths(tree, { keys })
-      fetch_colds(tree, keys)
       local replies = {}
       for j, key in ipairs(keys) do
         local raw = tree.raw[key]
         replies[j] = false
         if raw then
-          local id, rpid = record_links(raw, key)
-          if rpid == pid then replies[j] = reply(tree, key, sformat('%d', id), nil, nil) end
+          local id, rpid, nc = record_links(raw, key)
+          if rpid == pid then replies[j] = reply(tree, key, raw, sformat('%d', id), nc, nil, nil) end
         end
       end
       out[r] = replies

@@ -16,8 +16,8 @@ async def test_frees_a_big_subtree_in_bounded_chunks(engine, redis_client):
     await engine.apply([(f"_t.j.big.g{g}.c{i}", {"progress": 0.5}) for g, n in enumerate(sizes) for i in range(n)])
     await engine.apply([("_t.j.keep", {"progress": 1})])
     before = await redis_client.hlen(engine.keys.records("_t.j"))
-    # records, parents' cold parts, counter, and each wide group's children and status index
-    assert len(await keys_of(redis_client, engine, "_t.j")) == 7
+    # records, counter, and each wide group's children and status index
+    assert len(await keys_of(redis_client, engine, "_t.j")) == 6
     await engine.delete("_t.j.big")
     calls = 0
     while await call(engine, "_t.j", 30) > 0:
@@ -26,7 +26,7 @@ async def test_frees_a_big_subtree_in_bounded_chunks(engine, redis_client):
     assert calls >= 10  # 345 records at 30 a call (a listed group is taken whole: at most 64 more)
     assert await redis_client.hlen(engine.keys.records("_t.j")) == before - (1 + len(sizes) + sum(sizes))
     assert sorted(k.rsplit(b":", 1)[-1] for k in await keys_of(redis_client, engine, "_t.j")) == [
-        b"ids", b"p", b"t"]  # the counter, the root's cold part and the records: the root lists its children itself
+        b"ids", b"t"]  # the counter and the records: the root lists its children itself
 
 
 async def test_drops_everything_of_a_deleted_tree(engine, redis_client):

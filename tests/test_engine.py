@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from sca_progress.engine import APPLIED, STALE, InvalidUpdate, NotFound, ProgressError, now_ms
+from sca_progress.engine import APPLIED, STALE, InvalidUpdate, NotFound, now_ms
 from sca_progress.engine.records import decode
 
 
@@ -417,37 +417,8 @@ async def test_a_prefix_with_trees_of_an_older_format_is_refused(redis_client, p
     with pytest.raises(StoredFormatError, match="record format 1"):
         await make_engine()
     await redis_client.delete(f"{prefix}:{{_t.j}}:t")
-    await make_engine()  # an empty prefix is marked as format 3
-    assert await redis_client.get(f"{prefix}:format") == b"3"
-
-
-async def test_trees_of_format_2_are_converted_at_start(redis_client, prefix, make_engine):
-    """Format 2 kept a parent's record whole in the record hash; an engine that
-    starts on such a prefix splits them (engine/migrate.py) and reads the same
-    trees, which then take updates as usual."""
-    engine = await make_engine()
-    await engine.apply([(f"_t.j{t}.s{s}.f{f}", {"progress": f / 70, "status": "running", "msg": f"file {f}"})
-                        for t in range(3) for s in range(2) for f in range(70 if s else 3)])
-    before = [await engine.read(f"_t.j{t}", depth=3) for t in range(3)]
-    # Write the trees back as format 2 would have: each parent's hot and cold parts joined.
-    for t in range(3):
-        records, colds = engine.keys.records(f"_t.j{t}"), engine.keys.tree(f"_t.j{t}") + "p"
-        for key, cold in (await redis_client.hgetall(colds)).items():
-            await redis_client.hset(records, key, await redis_client.hget(records, key) + cold)
-        await redis_client.delete(colds)
-    await redis_client.set(f"{prefix}:format", 2)
-    with pytest.raises(ProgressError):  # format 3 code cannot read them as they are
-        await engine.read("_t.j0", depth=2)
-
-    converted = await make_engine()
-    assert await redis_client.get(f"{prefix}:format") == b"3"
-    after = [await converted.read(f"_t.j{t}", depth=3) for t in range(3)]
-    assert after == before
-    await converted.apply([("_t.j0.s1.f5", {"progress": 1, "status": "finished"})])
-    node = await converted.read("_t.j0.s1", depth=1)
-    assert node["_status_counts"] == {"running": 69, "finished": 1}
-    await make_engine()  # a second start finds nothing left to convert
-    assert [await converted.read(f"_t.j{t}", depth=3) for t in range(1, 3)] == before[1:]
+    await make_engine()  # an empty prefix is marked as format 2
+    assert await redis_client.get(f"{prefix}:format") == b"2"
 
 
 async def test_a_tree_written_while_it_is_deleted_stays_listed(engine):
@@ -536,3 +507,18 @@ def test_a_stalled_nodes_eta_moves_past_now():
     # stalled for 80 minutes against a two-minute rate: no estimate at all, rather than a made-up one
     assert eta_of(0.5, 100_000, 5e-6, 0, now=5_000_000, tau=120_000) is None
     assert eta_of(0.01, 5_000, 2e-6, 0) is None  # 1 % in 5 s: too little evidence
+
+
+async def test_a_leftover_leaf_under_a_parent_recreated_as_a_leaf_is_created_anew(engine):
+    """A status change posted alone to a leaf left over from a deleted subtree,
+    whose parent's key now holds a new leaf: the script's one-update path must
+    not read that leaf as a parent; the node is created anew under it."""
+    await post(engine, "_t.j.a.b", progress=0.5, status="waiting")
+    await engine.delete("_t.j.a")  # a.b's record stays until collected
+    await post(engine, "_t.j.a", progress=0.2)  # a is a leaf again, with a new id
+    await post(engine, "_t.j.a.b", status="running")
+    node = await engine.read("_t.j.a", depth=2)
+    assert node["_children"] == ["_t.j.a.b"] and node["_status_counts"] == {"running": 1}
+    assert node["tasks"][0]["status"] == "running" and "progress" not in node["tasks"][0]
+    assert await engine.collect_garbage() >= 1
+    assert (await engine.read("_t.j.a", depth=2))["_status_counts"] == {"running": 1}

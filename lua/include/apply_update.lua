@@ -2,6 +2,7 @@
 --@include record
 --@include counts
 --@include tree
+--@include children
 --@include rollup
 --@include weight_units
 -- Apply one validated update (check_update.lua) to its tree and roll it up
@@ -47,32 +48,16 @@ local function too_many_fields(s, u, max_fields)
   return have + grow > max_fields
 end
 
--- A parent's cold part after one of its children moved from status old to
--- new (counts.lua), and whether the parent is wide (children.lua).
-local function recount_cold(cold, old, new)
-  local n, nc, ts, fin, counts, wide, kids, status, msg, fields = sunpack(PARENT_COLD, cold)
-  counts = recount(counts, old, new)
-  return spack(PARENT_COLD, n, nc, ts, fin, #counts, counts, wide, #kids, kids, #status, status, #msg, msg,
-    #fields, fields), wide
-end
-
--- The direct parent (of key pkey) of node key, of state s, after the node's
--- status went from st0 to s[STATUS]: its counts, and the status index of a
--- wide parent (children.lua).
+-- Keep the status index of a wide parent (of key pkey) right: node key, of
+-- state s, was just updated from status st0 (children.lua).
 local function note_moved(tree, pkey, key, s, st0)
   local pid = s[PID]
   local byseg = tree.moved and tree.moved[pid]
   if not byseg and s[STATUS] == st0 then return end -- the common case: nothing to note
-  local wide = 0
-  if s[STATUS] ~= st0 then
-    local cold
-    cold, wide = recount_cold(cold_of(tree, pkey), st0, s[STATUS])
-    mark_cold(tree, pkey, cold)
-  end
   local seg = pkey == '' and key or ssub(key, #pkey + 2)
   if byseg and byseg[seg] then
     byseg[seg][3] = s[STATUS]
-  elseif wide == 1 then
+  elseif s[STATUS] ~= st0 and record_wide(tree.raw[pkey]) == 1 then
     note_status(tree, pid, seg, nil, st0, s[STATUS])
   end
 end
@@ -110,7 +95,8 @@ local function apply_update(tree, u, max_fields, max_nodes, now, tau, ended)
   local n = #ks
   local key, ts = ks[n], u[3]
   local raw = tree.raw
-  local s = node_state(tree, key)
+  local rec = raw[key]
+  local s = rec and read_node(rec, key) or nil
   for attempt = 1, 2 do
     if s then
       if (ts and ts < s[TS]) or ((u[5] or u[6] or u[7]) and too_many_fields(s, u, max_fields)) then
@@ -134,8 +120,9 @@ local function apply_update(tree, u, max_fields, max_nodes, now, tau, ended)
     if p1 ~= p1 then p1 = 0 end
     local recs = {}
     for j = 1, n - 1 do recs[j] = raw[ks[j]] end
-    if rise(recs, n, s[PID], ow, p0, s[WM], p1, now, tau) then
-      store(tree, key, s, 2)
+    if rise(recs, n, s[PID], ow, p0, st0, s[WM], p1, s[STATUS], now, tau) then
+      raw[key] = pack_node(s)
+      mark(tree, key, 2)
       for j = 1, n - 1 do
         raw[ks[j]] = recs[j]
         mark(tree, ks[j], 1)
@@ -156,64 +143,80 @@ end
 -- needs no status index.  Its tree's base key is T.  Returns nil when the
 -- update is not such a case (nothing changed; and, when nothing was changed
 -- in them, the records of the path read, for the caller's copy of the
--- tree), else what apply_update would have stored, ready to write: { T,
--- path, fields, count, leaf state if its status entered a terminal one
--- (else false), parent's new cold part or false } where fields[1..count]
--- are the HSET arguments of the records (the leaf's key and record, then
--- each ancestor's, root first).
+-- tree), else what apply_update would have stored, ready to write
+-- (write_single): { T, path, the path's new records (root first), leaf
+-- state if its status entered a terminal one (else false) }.
 local function apply_single(T, u, max_fields, max_nodes, now, tau)
   local ks = u[8]
   local n = #ks
   local recs = rcall('HMGET', T .. 't', unpack(ks))
   local rec = recs[n]
-  local s, cold
-  local pn, pnc, pts, pfin, pcounts, pwide, pkids, pstatus, pmsg, pfields -- a new leaf's parent's cold part
+  local s, parent
   if rec then
-    if record_kind(rec, ks[n]) ~= LEAF then return nil, recs end
-    s = leaf_state(rec)
-    if (u[3] and u[3] < s[TS]) or ((u[5] or u[6] or u[7]) and too_many_fields(s, u, max_fields)) then
+    s = read_node(rec, ks[n])
+    if s[KIND] ~= LEAF or (u[3] and u[3] < s[TS])
+      or ((u[5] or u[6] or u[7]) and too_many_fields(s, u, max_fields)) then
       return nil, recs
     end
   else
     local prec = n > 1 and recs[n - 1]
-    if not prec or #prec ~= HOT_BYTES or too_many_fields(nil, u, max_fields)
+    if not prec or sbyte(prec, 1) ~= PARENT or too_many_fields(nil, u, max_fields)
       or (max_nodes > 0 and rcall('HLEN', T .. 't') >= max_nodes) then
       return nil, recs
     end
-    local kind, pid = sunpack('<BI4', prec)
-    cold = rcall('HGET', T .. 'p', ks[n - 1])
-    if kind ~= PARENT or not cold then return nil, recs end
-    pn, pnc, pts, pfin, pcounts, pwide, pkids, pstatus, pmsg, pfields = sunpack(PARENT_COLD, cold)
-    if pwide == 1 or pnc >= MAX_LISTED then return nil, recs end
-    s = new_node(rcall('INCRBY', T .. 'ids', 1), pid, now)
+    parent = read_node(prec, ks[n - 1])
+    if parent[WIDE] == 1 or parent[NC] >= MAX_LISTED then return nil, recs end
+    s = new_node(rcall('INCRBY', T .. 'ids', 1), parent[ID], now)
   end
   local p0, st0, ow, entered = change_node(s, u, now, tau)
   local p1 = s[P]
   if p1 ~= p1 then p1 = 0 end
-  if rec then
-    if not rise(recs, n, s[PID], ow, p0, s[WM], p1, now, tau) then return nil end
-    if n > 1 and s[STATUS] ~= st0 then
-      local pkey = ks[n - 1]
-      local wide
-      cold = rcall('HGET', T .. 'p', pkey)
-      if not cold then error(bad_record(pkey), 0) end
-      cold, wide = recount_cold(cold, st0, s[STATUS])
-      if wide == 1 then return nil end
-    end
-  else
+  if parent then
     -- The new child counts in its parent from nothing (weight 0, no progress).
-    if not rise(recs, n, s[PID], 0, 0, s[WM], p1, now, tau) then return nil end
     local seg = n == 2 and ks[n] or ssub(ks[n], #ks[n - 1] + 2)
-    local counts = recount(pcounts, false, s[STATUS])
-    pkids = pkids .. spack(ENTRY, pn + 1, #seg, seg)
-    cold = spack(PARENT_COLD, pn + 1, pnc + 1, pts, pfin, #counts, counts, 0, #pkids, pkids, #pstatus, pstatus,
-      #pmsg, pmsg, #pfields, pfields)
+    parent[N], parent[NC] = parent[N] + 1, parent[NC] + 1
+    parent[COUNTS] = recount(parent[COUNTS], false, s[STATUS])
+    parent[KIDS] = parent[KIDS] .. spack(ENTRY, parent[N], #seg, seg)
+    recs[n - 1] = pack_node(parent)
+    if not rise(recs, n, s[PID], 0, 0, true, s[WM], p1, true, now, tau) then return nil end
+  else
+    if not rise(recs, n, s[PID], ow, p0, st0, s[WM], p1, s[STATUS], now, tau) then return nil end
+    -- A wide parent's status index is apply_update's (rise proved recs[n - 1] a parent).
+    if n > 1 and s[STATUS] ~= st0 and record_wide(recs[n - 1]) == 1 then return nil end
   end
-  local fields = { ks[n], pack_node(s), false, false, false, false, false, false, false, false }
-  local count = 2
+  recs[n] = pack_node(s)
+  return { T, ks, recs, entered and s }
+end
+
+-- Write what apply_single did (done): the path's records in one HSET.
+local function write_single(done)
+  local t, ks, r = done[1] .. 't', done[2], done[3]
+  local n = #ks
+  if n == 5 then
+    rcall('HSET', t, ks[5], r[5], ks[1], r[1], ks[2], r[2], ks[3], r[3], ks[4], r[4])
+  elseif n == 4 then
+    rcall('HSET', t, ks[4], r[4], ks[1], r[1], ks[2], r[2], ks[3], r[3])
+  elseif n == 3 then
+    rcall('HSET', t, ks[3], r[3], ks[1], r[1], ks[2], r[2])
+  elseif n == 2 then
+    rcall('HSET', t, ks[2], r[2], ks[1], r[1])
+  else
+    local args = {}
+    for j = 1, n do
+      args[2 * j - 1], args[2 * j] = ks[j], r[j]
+    end
+    rcall('HSET', t, unpack(args))
+  end
+end
+
+-- What apply_single changed, as write_tree lists it: key1, record1, ... in
+-- the order the nodes first changed (the leaf, then the root downwards).
+local function single_written(done)
+  local ks, r = done[2], done[3]
+  local n = #ks
+  local out = { ks[n], r[n] }
   for j = 1, n - 1 do
-    fields[count + 1], fields[count + 2] = ks[j], recs[j]
-    count = count + 2
+    out[2 * j + 1], out[2 * j + 2] = ks[j], r[j]
   end
-  return { T, ks, fields, count, entered and s, cold or false }
+  return out
 end

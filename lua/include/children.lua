@@ -87,12 +87,11 @@ local function add_child(tree, pkey, s, order, seg)
     local kids = listed(s[KIDS])
     local keys = listed_keys(pkey, kids)
     fetch_paths(tree, { keys })
-    fetch_colds(tree, keys)
     for j = 1, #kids, 2 do
       args[#args + 1] = kids[j]
       args[#args + 1] = kids[j + 1]
-      local key = keys[(j + 1) / 2]
-      note_status(tree, s[ID], kids[j + 1], kids[j], false, tree.raw[key] and status_of(tree, key) or '')
+      local raw = tree.raw[keys[(j + 1) / 2]]
+      note_status(tree, s[ID], kids[j + 1], kids[j], false, raw and record_status(raw) or '')
     end
     s[WIDE], s[KIDS] = 1, ''
   end
@@ -152,12 +151,11 @@ local function write_moved(tree)
   end
 end
 
--- One page of the children of a parent (of cold part cold): up to limit
--- segments after first-seen position cursor ('' or nil: from the first), in
--- out[first..], and the cursor of the next page (the last position listed)
--- or false.
-local function children_page(T, cold, id, limit, cursor, out, first)
-  local _, wide, kids = cold_children(cold)
+-- One page of the children of a parent record: up to limit segments after
+-- first-seen position cursor ('' or nil: from the first), in out[first..],
+-- and the cursor of the next page (the last position listed) or false.
+local function children_page(T, raw, id, limit, cursor, out, first)
+  local wide, kids = record_children(raw)
   local after = (cursor and cursor ~= '') and tonumber(cursor) or -1
   local n = 0
   local last
@@ -186,12 +184,12 @@ local function children_page(T, cold, id, limit, cursor, out, first)
   return n, false
 end
 
--- One page of the children in status name (a status_name) of a parent (of
--- key pkey in tree, tree.lua, and cold part cold), after first-seen position
--- cursor: as children_page.  A wide parent's come from its status index; a
--- listed one's records are read.
-local function children_page_in(tree, pkey, cold, id, name, limit, cursor, out, first)
-  local _, wide, kids = cold_children(cold)
+-- One page of the children in status name (a status_name) of a parent
+-- record (of key pkey in tree, tree.lua), after first-seen position cursor:
+-- as children_page.  A wide parent's come from its status index; a listed
+-- one's records are read.
+local function children_page_in(tree, pkey, raw, id, name, limit, cursor, out, first)
+  local wide, kids = record_children(raw)
   local after = (cursor and cursor ~= '') and tonumber(cursor) or -1
   local n, last = 0, nil
   if wide == 1 then
@@ -210,10 +208,9 @@ local function children_page_in(tree, pkey, cold, id, name, limit, cursor, out, 
   local entries = listed(kids)
   local keys = listed_keys(pkey, entries)
   fetch_paths(tree, { keys })
-  fetch_colds(tree, keys)
   for j = 1, #entries, 2 do
-    local order, key = entries[j], keys[(j + 1) / 2]
-    if order > after and tree.raw[key] and status_name(status_of(tree, key)) == name then
+    local order, rec = entries[j], tree.raw[keys[(j + 1) / 2]]
+    if order > after and rec and status_name(record_status(rec)) == name then
       if n == limit then return n, sformat('%d', last) end
       n = n + 1
       out[first + n - 1] = entries[j + 1]
@@ -224,14 +221,13 @@ local function children_page_in(tree, pkey, cold, id, name, limit, cursor, out, 
 end
 
 -- What collect_garbage.lua needs to free the children of a detached parent
--- (of key key, hot part raw and cold part cold): its entry for the tree's gc
--- list, '<id> <key>' for a wide one (whose children it pops from 'c:<id>'),
--- '<id> <key>|<seg> <seg> ...' for one that listed them itself; nil when it
--- had none.
-local function gc_entry(key, raw, cold)
-  local id = record_links(raw, key)
-  local nc, wide, kids = cold_children(cold)
+-- record: its entry for the tree's gc list, '<id> <key>' for a wide one
+-- (whose children it pops from 'c:<id>'), '<id> <key>|<seg> <seg> ...' for
+-- one that listed them itself; nil when it had none.
+local function gc_entry(raw, key)
+  local id, _, nc = record_links(raw, key)
   if nc == 0 then return nil end
+  local wide, kids = record_children(raw)
   local head = sformat('%d', id) .. ' ' .. key
   if wide == 1 then return head end
   local segs = listed(kids)

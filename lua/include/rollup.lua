@@ -1,5 +1,6 @@
 --@include prelude
 --@include record
+--@include counts
 -- The roll-up math.  Updates are applied one by one, in batch order, and each
 -- one walks its node's path to the root (O(depth); siblings are never read):
 --
@@ -67,22 +68,28 @@ local function next_rate(er, p, p0, start, upd, now, tau)
 end
 
 -- Roll the change of the node at depth i of a path (whose parent's id is
--- cpid) up to the root: its weight units and progress (NaN as 0) went from
--- (ow, op) to (nw, np).  recs[1..i-1] are the records of its ancestors,
--- the root first; only their hot parts change (record.lua), and each is
--- replaced by its new one in recs.  (A moved status changes the counts of
--- the direct parent only: its caller's business.)  Returns false when the
--- path is not intact (an ancestor missing, or not the parent whose id the
--- child names: a leftover of a deleted subtree); recs may then be changed
--- in part.
-local function rise(recs, i, cpid, ow, op, nw, np, now, tau)
+-- cpid) up to the root: its weight units, progress (NaN as 0) and status
+-- went from (ow, op, ost) to (nw, np, nst).  recs[1..i-1] are the records
+-- of its ancestors, the root first; each is replaced by its new one in
+-- recs.  Returns false when the path is not intact (an ancestor missing, or
+-- not the parent whose id the child names: a leftover of a deleted
+-- subtree); recs may then be changed in part.
+local function rise(recs, i, cpid, ow, op, ost, nw, np, nst, now, tau)
+  -- from_sums and next_rate are inlined below: this runs for every ancestor
+  -- of every update.  Ancestors sampled dt ms ago share exp(-dt / tau).
+  local last_x, last_a
   for j = i - 1, 1, -1 do
     local rec = recs[j]
-    if not rec or #rec ~= HOT_BYTES then return false end
+    if not rec or #rec < HOT_BYTES then return false end
     local kind, id, pid, wm, start, p, upd, er, began, own, sw, swp, swpc = sunpack(PARENT_HOT, rec)
     if kind ~= PARENT or id ~= cpid then return false end
-    if nw ~= ow then sw = sw + (nw - ow) end
+    local s
+    if nst ~= ost then -- the child's status moved: this parent's counts change too
+      s = read_node(rec)
+      s[COUNTS] = recount(s[COUNTS], ost, nst)
+    end
     if nw ~= ow or np ~= op then
+      if nw ~= ow then sw = sw + (nw - ow) end
       local x = nw * np
       local t = swp + x
       if (swp < 0 and -swp or swp) >= (x < 0 and -x or x) then swpc = swpc + ((swp - t) + x)
@@ -92,15 +99,41 @@ local function rise(recs, i, cpid, ow, op, nw, np, now, tau)
       if (swp < 0 and -swp or swp) >= (x < 0 and -x or x) then swpc = swpc + ((swp - t) + x)
       else swpc = swpc + ((x - t) + swp) end
       swp = t
+      if sw <= 0 then sw, swp, swpc = 0, 0, 0 end
     end
-    if sw <= 0 then sw, swp, swpc = 0, 0, 0 end
     local p0 = p == p and p or 0
-    p = from_sums(sw, swp, swpc, own)
+    if sw > 0 then
+      p = (swp + swpc) / sw
+      if p < SNAP then p = 0 elseif p > 1 - SNAP then p = 1 end
+    else
+      p = own
+    end
     local p1 = p == p and p or 0
-    er = next_rate(er, p1, p0, start, upd, now, tau)
+    if start < now then
+      local dt = now - upd
+      if dt < 1 then dt = 1 end
+      local x = dt / tau
+      local a
+      if x == last_x then
+        a = last_a
+      else
+        a = x < 1e-3 and x - x * x / 2 or 1 - mexp(-x)
+        last_x, last_a = x, a
+      end
+      local b = dt / (now - start)
+      if b > a then a = b > 1 and 1 or b end
+      local inst = (p1 - p0) / dt
+      if er == er then er = er + a * (inst - er) else er = inst end
+    end
     if began ~= began and p1 > 0 then began = now end
-    recs[j] = spack(PARENT_HOT, PARENT, id, pid, wm, start, p, now, er, began, own, sw, swp, swpc)
-    ow, op, nw, np, cpid = wm, p0, wm, p1, pid
+    if s then
+      s[P], s[UPD], s[ER], s[BEGAN], s[SW], s[SWP], s[SWPC] = p, now, er, began, sw, swp, swpc
+      recs[j] = pack_node(s)
+    else
+      recs[j] = spack(HOT_TAIL, PARENT, id, pid, wm, start, p, now, er, began, own, sw, swp, swpc,
+        ssub(rec, HOT_BYTES + 1))
+    end
+    ow, op, nw, np, ost, nst, cpid = wm, p0, wm, p1, true, true, pid
   end
   return cpid == 0
 end

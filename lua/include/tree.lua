@@ -5,16 +5,12 @@
 --@include path
 --@include children
 -- The per-call state of one tree, and the paths of its nodes.
---   tree = { T = '<prefix>:{<root>}:', raw = {}, cold = {}, mark = {},
---            dirty = {}, cdirty = false, born = false, moved = false,
---            gc = false, room = nil }
---   raw    key -> the node's record as it stands in this call: a leaf's
---          record or a parent's hot part (false: none); filled by
---          fetch_paths, written back by write_tree
---   cold   key -> a parent's cold part (record.lua), read when first needed
+--   tree = { T = '<prefix>:{<root>}:', raw = {}, mark = {},
+--            dirty = {}, born = false, moved = false, gc = false, room = nil }
+--   raw    key -> the node's record as it stands in this call (false: none);
+--          filled by fetch_paths, written back by write_tree
 --   mark   key -> 1 changed, 2 an update applied to it; dirty lists the
---          changed keys in the order they first changed; cdirty those whose
---          cold part changed
+--          changed keys in the order they first changed
 --   moved  id of a wide parent -> segment -> { position|nil, old status|false,
 --          new status } of its children created or moved in status
 --          (children.lua's status index)
@@ -25,8 +21,7 @@
 --   new_root  true once this call created the tree's root
 -- Keys here are relative to the tree root (record.lua).
 local function new_tree(t)
-  return { T = ssub(t, 1, -2), raw = {}, cold = {}, mark = {}, dirty = {}, cdirty = false, born = false,
-           moved = false, gc = false }
+  return { T = ssub(t, 1, -2), raw = {}, mark = {}, dirty = {}, born = false, moved = false, gc = false }
 end
 
 -- Note that key changed (how: 1, or 2 when an update applied to it).
@@ -38,29 +33,6 @@ local function mark(tree, key, how)
   elseif how > m then
     tree.mark[key] = how
   end
-end
-
--- Note that the cold part of the parent at key changed to cold (false: the
--- node has none any more, its field is deleted).
-local function mark_cold(tree, key, cold)
-  local cd = tree.cdirty
-  if not cd then
-    cd = {}
-    tree.cdirty = cd
-  end
-  if not cd[key] then
-    cd[#cd + 1] = key
-    cd[key] = true
-  end
-  tree.cold[key] = cold
-end
-
--- Keep state s as the node at key in this call's copy (how: as mark).
-local function store(tree, key, s, how)
-  local rec, cold = pack_node(s)
-  tree.raw[key] = rec
-  if cold then mark_cold(tree, key, cold) end
-  mark(tree, key, how)
 end
 
 -- How many keys of path ks, from the first, name nodes that exist: records
@@ -85,19 +57,16 @@ end
 local function create_path(tree, ks, m, now)
   local raw = tree.raw
   if m == 1 then tree.new_root = true end
-  local parent = m > 1 and node_state(tree, ks[m - 1]) or nil
+  local parent = m > 1 and read_node(raw[ks[m - 1]], ks[m - 1]) or nil
   for i = m, #ks do
     local key = ks[i]
     local old = raw[key]
-    if old and record_kind(old, key) == PARENT then
-      -- A leftover parent: whatever hangs below it must be freed too, and
-      -- its cold part is not the new node's.
-      local entry = gc_entry(key, old, cold_of(tree, key))
+    if old then -- a leftover: whatever hangs below it must be freed too
+      local entry = gc_entry(old, key)
       if entry then
         tree.gc = tree.gc or {}
         tree.gc[#tree.gc + 1] = entry
       end
-      mark_cold(tree, key, false)
     end
     if tree.next_id == nil or tree.next_id > tree.last_id then
       tree.last_id = rcall('INCRBY', tree.T .. 'ids', 64)
@@ -113,9 +82,11 @@ local function create_path(tree, ks, m, now)
       parent[COUNTS] = recount(parent[COUNTS], false, '')
       tree.born = tree.born or {}
       add_child(tree, ks[i - 1], parent, parent[N], i == 2 and key or ssub(key, #ks[i - 1] + 2))
-      store(tree, ks[i - 1], parent, 1)
+      raw[ks[i - 1]] = pack_node(parent)
+      mark(tree, ks[i - 1], 1)
     end
-    store(tree, key, s, 1)
+    raw[key] = pack_node(s)
+    mark(tree, key, 1)
     parent = s
   end
   return parent
