@@ -104,6 +104,8 @@ class RedisLink:
         self._connecting: asyncio.Future | None = None
         #: per call in flight, in order: [replies expected, replies so far, future, sent at]
         self._waiting: collections.deque = collections.deque()
+        #: commands of this loop turn's calls, written together at its end (_flush)
+        self._outgoing: list[bytes] | None = None
         self._watchdog: asyncio.Task | None = None
         self.name = ""
         self.connects = 0  # connections opened (metrics: more than one is a reconnect)
@@ -148,15 +150,31 @@ class RedisLink:
         return link
 
     async def execute(self, commands: list) -> list:
-        """Send *commands* (tuples of arguments) in one write; return their
-        replies in order, error replies as ResponseError values."""
+        """Send *commands* (tuples of arguments); return their replies in
+        order, error replies as ResponseError values.  The calls made in one
+        turn of the event loop (concurrent requests) go out in one write at
+        its end: one system call, and Redis reads them in one go."""
         protocol = self._protocol or await self._open()
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         # A call whose caller is cancelled leaves its entry: its replies still
         # come, in their turn, and are dropped.
         self._waiting.append([len(commands), [], future, time.monotonic()])
-        protocol.transport.write(b"".join([pack(c) for c in commands]))
+        out = self._outgoing
+        if out is None:
+            out = self._outgoing = []
+            loop.call_soon(self._flush, protocol, out)
+        out.extend([pack(c) for c in commands])
         return await future
+
+    def _flush(self, protocol: _Protocol, out: list[bytes]) -> None:
+        """Write the commands *out* queued for *protocol* in this loop turn
+        (dropped when that connection failed meanwhile: their calls failed
+        with it)."""
+        if self._outgoing is out:
+            self._outgoing = None
+        if protocol is self._protocol:
+            protocol.transport.write(b"".join(out))
 
     async def _watch(self) -> None:
         """Fail the calls in flight when the oldest has waited past the timeout
@@ -198,6 +216,7 @@ class RedisLink:
         if protocol is not None and failure:
             self.failures += 1
         waiting, self._waiting = self._waiting, collections.deque()
+        self._outgoing = None
         for entry in waiting:
             future = entry[2]
             if not future.done():

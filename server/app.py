@@ -1,7 +1,10 @@
 """make_app: the Tornado application with its routes; shared clients travel in its settings."""
 from __future__ import annotations
 
+import functools
+
 import tornado.httpserver
+import tornado.netutil
 import tornado.web
 
 from .handlers import (
@@ -33,10 +36,33 @@ KEY = r"([^/]+)"
 MAX_HEADER_BYTES = 256 * 1024
 
 
+# With xheaders, Tornado checks every request's client address with
+# getaddrinfo (tornado.netutil.is_valid_ip, ~1.5 % of a single POST's time);
+# the same few addresses come back on every request of a connection.
+tornado.netutil.is_valid_ip = functools.lru_cache(maxsize=4096)(tornado.netutil.is_valid_ip)
+
+
+def _nodelay_kept(value: bool) -> None:
+    """IOStream.set_nodelay of our connections: Nagle stays off (see HTTPServer)."""
+
+
+class HTTPServer(tornado.httpserver.HTTPServer):
+    """Tornado's server with Nagle's algorithm off for good on each connection.
+
+    Every answer goes out in one write, so Nagle only ever delays it; Tornado
+    turns it off and back on around each response, two setsockopt calls per
+    request (~3 % of a single POST's time).  Here it is turned off once."""
+
+    def handle_stream(self, stream, address) -> None:
+        stream.set_nodelay(True)
+        stream.set_nodelay = _nodelay_kept
+        super().handle_stream(stream, address)
+
+
 def http_server(app: tornado.web.Application) -> tornado.httpserver.HTTPServer:
     """The HTTP server of *app* (X-Forwarded-* and X-Real-Ip honoured: behind a
     proxy, the request's protocol and address are the client's)."""
-    return tornado.httpserver.HTTPServer(app, xheaders=True, max_header_size=MAX_HEADER_BYTES)
+    return HTTPServer(app, xheaders=True, max_header_size=MAX_HEADER_BYTES)
 
 
 async def make_app(settings: Settings, worker: tuple[int, int] = (0, 1)) -> tornado.web.Application:

@@ -17,7 +17,9 @@ every non-public route (401) and each handler checks its scopes (403).
 from __future__ import annotations
 
 import gzip
+import itertools
 import logging
+import os
 import re
 import secrets
 
@@ -62,6 +64,16 @@ def redacted_uri(request) -> str:
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+#: New request ids: a random prefix per process and a counter (os.urandom per
+#: request cost a system call each); a forked worker draws its own prefix.
+_ids = [secrets.token_hex(5), itertools.count(1)]
+
+
+def _new_ids() -> None:
+    _ids[:] = [secrets.token_hex(5), itertools.count(1)]
+
+
+os.register_at_fork(after_in_child=_new_ids)
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -110,8 +122,8 @@ class BaseHandler(tornado.web.RequestHandler):
         rid = self.__dict__.get("_request_id")
         if rid is None:
             rid = self.request.headers.get("X-Request-Id", "")
-            if not _REQUEST_ID.fullmatch(rid):
-                rid = secrets.token_hex(8)
+            if not rid or not _REQUEST_ID.fullmatch(rid):
+                rid = f"{_ids[0]}{next(_ids[1]):06x}"
             self._request_id = rid
         return rid
 

@@ -29,6 +29,37 @@ async def test_concurrent_calls_share_the_connection_and_get_their_own_replies(l
     assert len(mine) == 1 and link.name.startswith(NAME)
 
 
+async def test_calls_of_one_loop_turn_go_out_in_one_write(link, prefix):
+    await link.execute([("PING",)])
+    writes = []
+    transport = link._protocol.transport
+    real_write = transport.write
+
+    def counted(data):
+        writes.append(data)
+        real_write(data)
+
+    transport.write = counted
+    try:
+        replies = await asyncio.gather(*(link.execute([("INCR", f"{prefix}:n")]) for _ in range(50)))
+    finally:
+        transport.write = real_write
+    assert sorted(r[0] for r in replies) == list(range(1, 51))
+    assert len(writes) == 1 and writes[0].count(b"INCR") == 50
+
+
+async def test_calls_queued_on_a_connection_that_fails_fail_with_it(link, prefix):
+    """A failure between a call's queueing and the end of the loop turn fails the
+    call, and its commands never reach the next connection."""
+    await link.execute([("PING",)])
+    doomed = asyncio.ensure_future(link.execute([("INCR", f"{prefix}:lost")]))
+    await asyncio.sleep(0)  # queued, not written yet
+    link._fail(rex.ConnectionError("test: dropped"))
+    with pytest.raises(rex.ConnectionError):
+        await doomed
+    assert await link.execute([("GET", f"{prefix}:lost")]) == [None]
+
+
 async def test_error_replies_are_values(link, prefix):
     await link.execute([("SET", f"{prefix}:s", "x")])
     ok, bad = await link.execute([("GET", f"{prefix}:s"), ("INCR", f"{prefix}:s")])
