@@ -15,7 +15,7 @@ Shapes
         call of T trees carries exactly one update of each (what a 50 ms AMQP
         batch or a fleet's batch POST holds); calls of 1,000 and 2,000 trees
     (b) single-update calls, one after the other, as ``POST /status/<key>``
-        makes them
+        makes them: to trees that exist, and a job's first (creating its tree)
     (c) the coalescing shape: the jobs' streams interleaved at random and
         applied in batches of 5,000 and 20,000 (~10 updates of a tree per call)
     (d) a wide node: calls of 1,000 updates to 1,000 distinct children of
@@ -226,11 +226,23 @@ async def shape_a(server, args) -> list[dict]:
 
 
 async def shape_b(server, args) -> list[dict]:
-    """Single updates: the (a) stream one update per call, awaited one by one."""
+    """Single updates, awaited one by one.  Two kinds: updates of jobs whose
+    trees exist (what a running job sends: the (a) stream from round 3 on,
+    after each job's announcements came as batches), and each job's very
+    first update, which creates its tree (and lists it in its namespace)."""
     rs = rounds(args.jobs, args.rounds)
-    singles = one_per_tree_batches(rs, 1)[:args.singles]
-    return [await measure(server, "(b) naive: one script call", naive_all, singles),
-            await measure(server, "(b) engine: Engine.apply of one update", engine_run(), singles)]
+
+    async def announced(engine):
+        for b in one_per_tree_batches(rs[:3], 1000):
+            await engine.apply(b, snapshots="none")
+
+    steady = one_per_tree_batches(rs[3:], 1)[:args.singles]
+    first = one_per_tree_batches(rs[:1], 1)[:args.singles]
+    return [await measure(server, "(b) naive: one script call, trees exist", naive_all, steady, prepare=announced),
+            await measure(server, "(b) engine: Engine.apply of one update, trees exist", engine_run(), steady,
+                          prepare=announced),
+            await measure(server, "(b) engine: Engine.apply of a job's first update (creates its tree)",
+                          engine_run(), first)]
 
 
 async def shape_c(server, args) -> list[dict]:

@@ -12,8 +12,10 @@
     ARGV[3]   most client fields one node may hold
     ARGV[4]   the batch, packed: for each KEYS[i] in order, the number of its
               updates (uint32), then each update as check_update.lua reads it
-              (its seq: 1-based position in this call; its key relative to
-              the root).  Updates of one tree are applied in the order given.
+              (its seq: 1-based position in this call; its path from the
+              root, split).  Updates of one tree are applied in the order
+              given; a tree's only update of the common kind takes
+              apply_single (apply_update.lua), any other a copy of the tree.
     ARGV[5]   "1": record completion events in each tree's outbox hash
               '<prefix>:{<root>}:out' and return them; "0": neither
     ARGV[6]   live feed: "PUBLISH" or "SPUBLISH" (sharded, Redis 7) to publish
