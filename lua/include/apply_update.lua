@@ -188,7 +188,9 @@ local function apply_single(T, u, max_fields, max_nodes, now, tau)
   return { T, ks, recs, entered and s }
 end
 
--- Write what apply_single did (done): the path's records in one HSET.
+-- Write what apply_single did (done): the path's records in one HSET.  The
+-- usual depths pass their arguments directly: building and unpacking an
+-- argument table costs a table that grows, for every update of shape (a).
 local function write_single(done)
   local t, ks, r = done[1] .. 't', done[2], done[3]
   local n = #ks
