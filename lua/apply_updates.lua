@@ -96,11 +96,13 @@ local statuses, ended = {}, {}
 -- Each tree's changes, computed before anything is written: a tree with one
 -- update of the common kind as apply_single's result (single[i]), any other
 -- as its copy (tree.lua) with every update applied (trees[i]).
-local single = {}
+-- bases[i] is the tree's key prefix '<prefix>:{<root>}:', cut once.
+local single, bases = {}, {}
 for i, updates in ipairs(trees) do
   local done, fetched
+  bases[i] = ssub(KEYS[i], 1, -2)
   if #updates == 1 then
-    done, fetched = apply_single(ssub(KEYS[i], 1, -2), updates[1], max_fields, max_nodes, now, tau)
+    done, fetched = apply_single(bases[i], updates[1], max_fields, max_nodes, now, tau)
   end
   if done then
     statuses[updates[1][1]] = 1
@@ -151,7 +153,7 @@ local changed, created = {}, {}
 local watched = {}
 if feed ~= '' then
   local marks = {}
-  for i = 1, #KEYS do marks[i] = ssub(KEYS[i], 1, -2) .. 'w' end
+  for i = 1, #KEYS do marks[i] = bases[i] .. 'w' end
   for i = 1, #marks, 1000 do
     local got = rcall('MGET', unpack(marks, i, math.min(i + 999, #marks)))
     for j = 1, #got do watched[i + j - 1] = got[j] end
@@ -177,7 +179,7 @@ for i = 1, #KEYS do
     end
   end
   if written then
-    if watched[i] then rcall(feed, ssub(KEYS[i], 1, -2) .. 'f', cmsgpack.pack({ now, written, false })) end
+    if watched[i] then rcall(feed, bases[i] .. 'f', cmsgpack.pack({ now, written, false })) end
     if mode == 2 then out = written end
   end
   changed[i] = out
