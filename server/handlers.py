@@ -349,7 +349,7 @@ class NodeHandler(BodyHandler):
             cursor=self.get_query_argument("cursor", None),
             order=self.get_query_argument("order", "first"),
             more={"_now": now_ms()},
-            status=self.get_query_argument("status", None),
+            status=self._exact_arg("status"),
         )
         self.finish_compressed(body)
 
@@ -392,6 +392,18 @@ class NodeHandler(BodyHandler):
         self.set_status(204)
         self.clear_header("Content-Type")
         self.finish()
+
+    def _exact_arg(self, name: str) -> str | None:
+        """The query argument as sent: Tornado's own getters turn control
+        characters into spaces and strip the ends, which would make a
+        status such as "\\x05" (one a POST may set) unfindable."""
+        values = self.request.query_arguments.get(name)
+        if not values:
+            return None
+        try:
+            return values[-1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise bad(f"bad-{name}", f"{name} must be UTF-8") from None
 
     def _int_arg(self, name: str, default):
         raw = self.get_query_argument(name, None)

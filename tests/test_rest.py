@@ -128,6 +128,19 @@ async def test_children_by_status_on_a_wide_node(server, http):
     assert page["_children"] == want[1:] and page["_children_total"] == 4
 
 
+async def test_a_status_is_listed_exactly_as_it_was_set(server, http):
+    """Control characters and spaces at the ends are part of a status: the query
+    finds what the POST set, and not a status that differs only in them."""
+    base, _ = server
+    await http("POST", f"{base}/status", [{"key": "_e.j.a", "status": "\x05"}, {"key": "_e.j.b", "status": " "},
+                                          {"key": "_e.j.c", "status": " x "}, {"key": "_e.j.d", "status": "x"}])
+    for query, want in [("%05", ["_e.j.a"]), ("%20", ["_e.j.b"]), ("%20x%20", ["_e.j.c"]), ("x", ["_e.j.d"])]:
+        status, page, _ = await http("GET", f"{base}/status/_e.j?status={query}")
+        assert (status, page["_children"]) == (200, want), query
+    status, page, _ = await http("GET", f"{base}/status/_e.j?status=%ff")
+    assert status == 400 and page["error"]["code"] == "bad-status"
+
+
 @pytest.mark.parametrize("method, path, body, status, code", [
     ("GET", "/status/_x.j?status=", None, 400, "bad-status"),
     ("GET", "/status/_x.j?status=" + "x" * 65, None, 400, "bad-status"),
