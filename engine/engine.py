@@ -144,6 +144,8 @@ class Engine:
     max_updates_per_call  bounds the work (and the Redis stall) of one script call
     one_tree_per_call     group calls by hash slot, as Redis Cluster needs;
                           a single Redis may take many trees per call
+    history_samples       most progress-history samples a node keeps (0: none)
+    history_step_ms       the finest step between them (engine/history.py)
     """
 
     def __init__(
@@ -157,6 +159,8 @@ class Engine:
         gc_budget: int = 1000,
         feed: bool = False,
         stall_after_ms: int = 600_000,
+        history_samples: int = 64,
+        history_step_ms: int = 1000,
     ) -> None:
         self.redis = redis
         self.keys = RedisKeys(prefix)
@@ -171,6 +175,10 @@ class Engine:
         self.feed = feed
         #: A running node that has not changed for this long is stalled (0: never; engine/records.py).
         self.stall_after_ms = stall_after_ms
+        if not (0 <= history_samples <= 65535 and history_step_ms >= 1):
+            raise ValueError("history_samples must be 0-65535 and history_step_ms at least 1")
+        self.history_samples = history_samples
+        self.history_step_ms = history_step_ms
         #: How scripts publish the changes of watched trees: "" (no live feed),
         #: "SPUBLISH" (sharded pub/sub, Redis 7) or "PUBLISH"; set by start().
         self.feed_command = ""
@@ -333,7 +341,8 @@ class Engine:
                 keys.append(records(root))
                 roots.append(root)
             args = (now, self.eta_window_ms, self.limits.max_fields_per_node, b"".join(packed), int(events),
-                    self.feed_command, self.limits.max_nodes_per_tree, mode)
+                    self.feed_command, self.limits.max_nodes_per_tree, mode, self.history_samples,
+                    self.history_step_ms)
             plan.calls.append(("apply_updates", keys, args))
             plan.positions.append(pos)
             plan.roots.append(roots)
@@ -512,10 +521,12 @@ class Engine:
     # -- reading -------------------------------------------------------------
 
     async def read(self, key: str, depth: int = 1, limit: int | None = None,
-                   cursor: str | None = None, order: str = "first", status: str | None = None) -> dict:
+                   cursor: str | None = None, order: str = "first", status: str | None = None,
+                   history: bool = False) -> dict:
         """The node *key* (or namespace) with *depth* levels loaded, its
-        children only those in *status* when given; see read.py."""
-        return await self.reader.read(key, depth, limit, cursor, order, status=status)
+        children only those in *status* when given, every tree node with its
+        progress history (``_history``, history.py) when *history*; see read.py."""
+        return await self.reader.read(key, depth, limit, cursor, order, status=status, history=history)
 
     async def read_many(self, keys: list[str]) -> list[dict]:
         """The nodes (depth 1) of many trees' keys in one round trip; missing ones are left out."""
@@ -523,10 +534,11 @@ class Engine:
 
     async def read_json(self, key: str, depth: int = 1, limit: int | None = None,
                         cursor: str | None = None, order: str = "first", more: dict | None = None,
-                        status: str | None = None) -> bytes:
+                        status: str | None = None, history: bool = False) -> bytes:
         """read() serialized, without parsing client-field values on the way;
         *more* adds top-level fields (such as the server time)."""
-        node = await self.reader.read(key, depth, limit, cursor, order, fragments=True, status=status)
+        node = await self.reader.read(key, depth, limit, cursor, order, fragments=True, status=status,
+                                      history=history)
         if more:
             node.update(more)
         return orjson.dumps(node)

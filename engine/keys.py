@@ -18,6 +18,8 @@ Redis Cluster hash tag, so every key of one tree lives in one slot):
                              packed (lua/include/record_format.lua)
     P:{R}:c:<id>     zset    children of node <id>: member segment, score first-seen order
     P:{R}:s:<id>     zset    the same children by status: members status|order|segment, score 0 (children.lua)
+    P:{R}:h          hash    each node's progress history (field: the node key), packed samples
+                             (lua/include/history.lua, engine/history.py)
     P:{R}:ids        string  node id counter of the tree
     P:{R}:gc         list    '<id> <key>' of detached nodes whose storage is not freed yet
     P:{R}:out        hash    completion events not yet published (id -> event)
@@ -140,6 +142,10 @@ class RedisKeys:
     def records(self, root: str) -> str:
         """The record hash of a tree: the key every script of that tree declares."""
         return f"{self.prefix}:{{{root}}}:t"
+
+    def history(self, root: str) -> str:
+        """The progress-history hash of a tree (lua/include/history.lua)."""
+        return f"{self.prefix}:{{{root}}}:h"
 
     def ns(self, namespace: str) -> str:
         """First-seen index of a namespace; ``nsr`` and ``nsn`` are derived from it."""

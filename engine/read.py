@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from .errors import NotFound, ProgressError, StorageUnavailable
 from .errors import invalid as bad
 from .errors import redis_errors
+from . import history as histories
 from .keys import TOP, check_key, is_namespace, relative_key, tree_root
 from .records import decode, now_ms
 from .scripts import pack, unpack
@@ -71,7 +72,7 @@ class TreeReader:
 
     async def read(self, key: str, depth: int = 1, limit: int | None = None,
                    cursor: str | None = None, order: str = "first", fragments: bool = False,
-                   status: str | None = None) -> dict:
+                   status: str | None = None, history: bool = False) -> dict:
         lim = self.engine.limits
         if key != TOP:
             check_key(key)
@@ -95,7 +96,7 @@ class TreeReader:
                                         "are not indexed by status")
         for attempt in range(READ_ATTEMPTS):
             try:
-                return await self._read(key, depth, limit, cursor, order, fragments, status or "")
+                return await self._read(key, depth, limit, cursor, order, fragments, status or "", history)
             except _Vanished:
                 if attempt == READ_ATTEMPTS - 1:
                     raise StorageUnavailable("the tree kept changing under the read; try again") from None
@@ -110,7 +111,7 @@ class TreeReader:
         spaces = await self._namespaces([k for k in keys if is_namespace(k)], lim, "", "first")
         return out + [x.node for x in spaces if x is not None]
 
-    async def _read(self, key, depth, limit, cursor, order, fragments, status) -> dict:
+    async def _read(self, key, depth, limit, cursor, order, fragments, status, history=False) -> dict:
         lim = self.engine.limits
         if is_namespace(key):
             top = (await self._namespaces([key], limit, cursor, order))[0]
@@ -128,6 +129,7 @@ class TreeReader:
                 top.node.setdefault("_children_total", 0)
                 top.node["_children_status"] = status
         frontier = [top]
+        everyone = [top] if history else None
         loaded, listed = 1, len(top.children)
         for _ in range(depth - 1):
             wanted = sum(len(x.children) for x in frontier)
@@ -137,11 +139,16 @@ class TreeReader:
                 raise bad("too-many-nodes", f"the answer would hold more than {lim.max_read_nodes} "
                                              f"nodes; ask for a smaller depth or limit")
             frontier = await self._next_level(frontier, limit, fragments, lim.max_read_child_keys - listed)
+            if history:
+                everyone.extend(frontier)
             loaded += len(frontier)
             listed += sum(len(x.children) for x in frontier)
             if listed > lim.max_read_child_keys:
                 raise bad("too-many-nodes", f"the answer would list more than {lim.max_read_child_keys} "
                                              f"child keys; ask for a smaller depth or limit")
+        if history:
+            with redis_errors():
+                await histories.attach(self.engine, everyone)
         return top.node
 
     async def _next_level(self, frontier: list[_Loaded], limit: int, fragments: bool,

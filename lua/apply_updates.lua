@@ -28,6 +28,9 @@
               create nodes past it is refused (status 3)
     ARGV[8]   which records to return: 0 none, 1 those of updated nodes,
               2 those of every node that changed
+    ARGV[9]   most progress-history samples a node keeps (0 or absent: no
+              history), ARGV[10] the finest step between them, ms
+              (history.lua; the hash '<prefix>:{<root>}:h')
   Output:
     msgpack { statuses, changed, events, created }
       statuses  one per update, by seq: 1 applied, 0 ignored as stale,
@@ -59,6 +62,8 @@ local record_events = ARGV[5] == '1'
 local feed = ARGV[6]
 local max_nodes = tonumber(ARGV[7])
 local mode = tonumber(ARGV[8])
+local history_samples = tonumber(ARGV[9] or '0')
+local history_step = tonumber(ARGV[10] or '1000')
 
 --@include prelude
 --@include check_update
@@ -66,10 +71,16 @@ local mode = tonumber(ARGV[8])
 --@include tree
 --@include apply_update
 --@include write_tree
+--@include history
 
 bind()
 
-if not mode then return redis.error_reply('bad-batch ARGV malformed') end
+if not mode or not history_samples or not history_step or history_step < 1 then
+  return redis.error_reply('bad-batch ARGV malformed')
+end
+HIST_N, HIST_STEP = history_samples, history_step
+-- The nodes whose progress history takes a sample in this call (history.lua).
+local due = history_samples > 0 and { n = 0 } or nil
 
 -- Every update of every tree is read and checked before the first write.
 local function read_batch()
@@ -102,7 +113,7 @@ for i, updates in ipairs(trees) do
   local done, fetched
   bases[i] = ssub(KEYS[i], 1, -2)
   if #updates == 1 then
-    done, fetched = apply_single(bases[i], updates[1], max_fields, max_nodes, now, tau)
+    done, fetched = apply_single(bases[i], updates[1], max_fields, max_nodes, now, tau, due)
   end
   if done then
     statuses[updates[1][1]] = 1
@@ -122,7 +133,7 @@ for i, updates in ipairs(trees) do
       fetch_paths(tree, paths)
     end
     for _, u in ipairs(updates) do
-      statuses[u[1]] = apply_update(tree, u, max_fields, max_nodes, now, tau, ended)
+      statuses[u[1]] = apply_update(tree, u, max_fields, max_nodes, now, tau, ended, due)
     end
     trees[i] = tree
   end
@@ -147,6 +158,7 @@ end
 if record_events then
   for _, e in ipairs(ended) do rcall('EXISTS', e[1].T .. 'out') end
 end
+local histories = due and due.n > 0 and sample_histories(due, now)
 
 local changed, created = {}, {}
 -- The trees watched by a live feed: one MGET for the whole call.
@@ -184,6 +196,7 @@ for i = 1, #KEYS do
   end
   changed[i] = out
 end
+if histories then write_histories(histories) end
 
 -- Completion events: each node whose status entered finished, failed or
 -- canceled, once per id (an entry and its end time).

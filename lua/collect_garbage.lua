@@ -37,6 +37,7 @@ local function free(child, pid)
   -- key; whoever replaced the leftover queued it already.
   if rpid ~= pid then return end
   rcall('HDEL', t, child)
+  rcall('HDEL', T .. 'h', child) -- its progress history (history.lua)
   local entry = gc_entry(raw, child)
   if entry then rcall('RPUSH', gc, entry) end
 end
@@ -65,6 +66,6 @@ while budget > 0 do
 end
 local left = rcall('LLEN', gc)
 if left == 0 and rcall('HEXISTS', t, '') == 0 then
-  rcall('DEL', T .. 'ids')
+  rcall('DEL', T .. 'ids', T .. 'h')
 end
 return left

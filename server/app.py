@@ -10,6 +10,7 @@ import tornado.web
 from .handlers import (
     BatchHandler,
     HealthHandler,
+    HistoryHandler,
     LiveHandler,
     MetricsHandler,
     NodeHandler,
@@ -78,6 +79,7 @@ async def make_app(settings: Settings, worker: tuple[int, int] = (0, 1)) -> torn
         (r"/metrics", MetricsHandler),
         (r"/openapi.json", OpenApiHandler),
         (r"/status/?", BatchHandler),
+        (rf"/status/{KEY}/history", HistoryHandler),
         (rf"/status/{KEY}", NodeHandler),
         (r"/auth/ticket", TicketHandler),
         (r"/events/?", EventsHandler),

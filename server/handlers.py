@@ -28,7 +28,8 @@ import tornado.web
 from sca_progress.engine import APPLIED, STALE, ProgressError, TooLarge, now_ms
 from sca_progress.engine.errors import Forbidden, json_error
 from sca_progress.engine.errors import invalid as bad
-from sca_progress.engine.keys import TOP
+from sca_progress.engine import history as histories
+from sca_progress.engine.keys import TOP, is_namespace
 from sca_progress.engine.records import decode
 
 from .auth import OPEN, TICKET_TTL_MS, bearer
@@ -325,6 +326,26 @@ class MetricsHandler(BaseHandler):
         self.finish(body)
 
 
+class HistoryHandler(BodyHandler):
+    """/status/<key>/history: a node's progress history as points, and its trend."""
+
+    route = "/status/{key}/history"
+
+    async def get(self, key: str) -> None:
+        self.grant.check_read(key)
+        if is_namespace(key):
+            raise bad("bad-key", "a namespace keeps no progress history; ask for one of its trees' nodes")
+        node = await self.engine.read(key, history=True)
+        h = node.get("_history")
+        step, samples = (h["step_ms"], h["samples"]) if h else (self.engine.history_step_ms, [])
+        pts = histories.points(node, step, samples)
+        rate, eta = histories.trend(pts, node["start_time"])
+        self.send_json({"key": key, "start_time": node["start_time"], "update_time": node.get("update_time"),
+                        "progress": node.get("progress"), "status": node.get("status"), "eta": node.get("eta"),
+                        "step_ms": step, "points": pts, "trend_rate": rate, "trend_eta": eta,
+                        "_now": now_ms()})
+
+
 class NodeHandler(BodyHandler):
     """/status/<key>: one node."""
 
@@ -342,6 +363,9 @@ class NodeHandler(BodyHandler):
         if stalled == "1":
             await self._stalled(key)
             return
+        history = self.get_query_argument("history", "")
+        if history not in ("", "0", "1"):
+            raise bad("bad-history", "history must be 1 (each tree node with its _history) or 0")
         body = await self.engine.read_json(
             key,
             depth=self._int_arg("depth", 1),
@@ -350,6 +374,7 @@ class NodeHandler(BodyHandler):
             order=self.get_query_argument("order", "first"),
             more={"_now": now_ms()},
             status=self._exact_arg("status"),
+            history=history == "1",
         )
         self.finish_compressed(body)
 

@@ -40,8 +40,27 @@ NODE = {"type": "object", "required": ["key"], "additionalProperties": True, "pr
     "_children": {"type": "array", "items": {"type": "string"}},
     "_children_total": {"type": "integer"}, "_children_next": {"type": "string"},
     "_children_status": {"type": "string"},
+    "_history": {"$ref": "#/components/schemas/History"},
     "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
     "_now": {"type": "integer"}, "_applied": {"type": "boolean"}, "_reason": {"type": "string"}}}
+
+#: A node's progress history (?history=1): sample j is its progress at start_time + j × step_ms.
+HISTORY = {"type": "object", "required": ["step_ms", "samples", "trend_rate", "trend_eta"], "properties": {
+    "step_ms": {"type": "integer", "minimum": 1},
+    "samples": {"type": "array", "items": {"type": ["number", "null"], "minimum": 0, "maximum": 1}},
+    "trend_rate": {"type": ["number", "null"], "description": "progress per second of the trend line"},
+    "trend_eta": {"type": ["integer", "null"], "description": "when the trend line reaches 1 (ms)"}}}
+
+#: GET /status/<key>/history.
+HISTORY_POINTS = {"type": "object", "required": ["key", "start_time", "step_ms", "points", "trend_rate",
+                                                 "trend_eta", "_now"], "properties": {
+    "key": {"type": "string"}, "start_time": {"type": "integer"},
+    "update_time": {"type": ["integer", "null"]}, "progress": {"type": ["number", "null"]},
+    "status": {"type": ["string", "null"]}, "eta": {"type": ["integer", "null"]},
+    "step_ms": {"type": "integer", "minimum": 1},
+    "points": {"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2}},
+    "trend_rate": {"type": ["number", "null"]}, "trend_eta": {"type": ["integer", "null"]},
+    "_now": {"type": "integer"}}}
 
 _LIMITS = Limits()
 UPDATE = {
@@ -83,7 +102,7 @@ def openapi() -> dict:
                  "Hierarchical job progress: post updates, read trees. Live feeds: socket.io at /socket.io/ "
                  "and Server-Sent Events at /events/{key} (see docs/feeds.md)."},
         "components": {
-            "schemas": {"Node": NODE, "Error": ERROR, "Update": UPDATE},
+            "schemas": {"Node": NODE, "Error": ERROR, "Update": UPDATE, "History": HISTORY},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                                            "description": "only when the server runs with --jwt-secret or "
                                                           "--jwt-public-key"}}},
@@ -107,6 +126,12 @@ def openapi() -> dict:
             "/metrics": {"get": {"summary": "Prometheus metrics (text format)", "security": [], "responses": {
                 "200": {"description": "the text exposition format, version 0.0.4",
                         "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/status/{key}/history": {"get": {
+                "summary": "A node's progress history: [time, progress] points (the samples, then the node's "
+                           "current point) and the trend line's rate and eta",
+                "parameters": [TREE_KEY], "responses": {
+                    "200": {"description": "the history", "content": {"application/json": {
+                        "schema": HISTORY_POINTS}}}, **_errors(400, 401, 403, 404, 503)}}},
             "/status/{key}": {
                 "get": {"summary": "A node and its subtree", "parameters": [
                     KEY,
@@ -118,6 +143,9 @@ def openapi() -> dict:
                      "status ('none': without a status), by cursor, in first-seen order; _children_total counts "
                      "them (tree nodes only: a namespace answers 400 bad-status)",
                      "schema": {"type": "string", "minLength": 1, "maxLength": _LIMITS.max_status_chars}},
+                    {"name": "history", "in": "query", "description": "1: every tree node of the answer "
+                     "with its progress history (_history: samples, step_ms, trend_rate, trend_eta)",
+                     "schema": {"type": "string", "enum": ["0", "1"]}},
                     {"name": "stalled", "in": "query", "description": "1: answer {key, stalled: [nodes], _now}, "
                      "the stalled nodes of the subtree to depth (default: as deep as one read goes)",
                      "schema": {"type": "string", "enum": ["0", "1"]}},

@@ -107,7 +107,8 @@ class Service:
                                                           health_check_interval=30)
             self.redis = aredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         self.engine = Engine(self.redis, prefix=s.prefix, eta_window_ms=int(s.eta_window * 1000), feed=True,
-                             stall_after_ms=int(s.stall_after * 1000),
+                             stall_after_ms=int(s.stall_after * 1000), history_samples=s.history_samples,
+                             history_step_ms=max(1, round(s.history_step * 1000)),
                              limits=Limits(max_nodes_per_tree=s.max_nodes_per_tree))
         try:
             await self._until_redis_answers()

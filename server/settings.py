@@ -39,6 +39,12 @@ class Settings:
         "help": "embedded Redis fsync policy: always, everysec or no (see docs/operations.md, Durability)"})
     eta_window: float = field(default=120.0, metadata={"min": 0, 
         "help": "seconds: time constant of the progress-rate average behind eta"})
+    history_samples: int = field(default=64, metadata={"min": 0, "max": 65535,
+        "help": "most progress-history samples a node keeps (?history=1, GET /status/<key>/history); "
+                "the step between them doubles as the node ages, so they span its whole life; 0: no history "
+                "(about 2 bytes a sample of Redis memory per node: docs/storage.md)"})
+    history_step: float = field(default=1.0, metadata={"min": 0.001,
+        "help": "seconds: the finest step between history samples (a node's first ones)"})
     stall_after: float = field(default=600.0, metadata={"min": 0, 
         "help": "seconds: a running node unchanged for this long is stalled (_stalled, ?stalled=1, the "
                 "stalled notice); 0: never"})

@@ -90,7 +90,7 @@ local function change_node(s, u, now, tau)
   return p0, st0, ow, finish_node(s, p0, st0, now, tau)
 end
 
-local function apply_update(tree, u, max_fields, max_nodes, now, tau, ended)
+local function apply_update(tree, u, max_fields, max_nodes, now, tau, ended, due)
   local ks = u[8]
   local n = #ks
   local key, ts = ks[n], u[3]
@@ -115,12 +115,14 @@ local function apply_update(tree, u, max_fields, max_nodes, now, tau, ended)
       end
       s = create_path(tree, ks, m, now)
     end
+    local upd0, hp0, due0 = s[UPD], s[P], due and due.n
     local p0, st0, ow, entered = change_node(s, u, now, tau)
     local p1 = s[P]
     if p1 ~= p1 then p1 = 0 end
     local recs = {}
     for j = 1, n - 1 do recs[j] = raw[ks[j]] end
-    if rise(recs, n, s[PID], ow, p0, st0, s[WM], p1, s[STATUS], now, tau) then
+    if rise(recs, n, s[PID], ow, p0, st0, s[WM], p1, s[STATUS], now, tau, due, tree.T, ks) then
+      if due then history_due(due, tree.T, key, s[ID], s[START], upd0, hp0, now) end
       raw[key] = pack_node(s)
       mark(tree, key, 2)
       for j = 1, n - 1 do
@@ -132,6 +134,7 @@ local function apply_update(tree, u, max_fields, max_nodes, now, tau, ended)
       return 1
     end
     s = nil -- the path is not intact: the node is a leftover; create it anew
+    if due then due.n = due0 end
   end
   error('apply_update: path of ' .. key .. ' still broken after creating it')
 end
@@ -146,7 +149,7 @@ end
 -- tree), else what apply_update would have stored, ready to write
 -- (write_single): { T, path, the path's new records (root first), leaf
 -- state if its status entered a terminal one (else false) }.
-local function apply_single(T, u, max_fields, max_nodes, now, tau)
+local function apply_single(T, u, max_fields, max_nodes, now, tau, due)
   local ks = u[8]
   local n = #ks
   local recs = rcall('HMGET', T .. 't', unpack(ks))
@@ -168,6 +171,7 @@ local function apply_single(T, u, max_fields, max_nodes, now, tau)
     if parent[WIDE] == 1 or parent[NC] >= MAX_LISTED then return nil, recs end
     s = new_node(rcall('INCRBY', T .. 'ids', 1), parent[ID], now)
   end
+  local upd0, hp0, due0 = s[UPD], s[P], due and due.n
   local p0, st0, ow, entered = change_node(s, u, now, tau)
   local p1 = s[P]
   if p1 ~= p1 then p1 = 0 end
@@ -178,11 +182,18 @@ local function apply_single(T, u, max_fields, max_nodes, now, tau)
     parent[COUNTS] = recount(parent[COUNTS], false, s[STATUS])
     parent[KIDS] = parent[KIDS] .. spack(ENTRY, parent[N], #seg, seg)
     recs[n - 1] = pack_node(parent)
-    if not rise(recs, n, s[PID], 0, 0, true, s[WM], p1, true, now, tau) then return nil end
+    if not rise(recs, n, s[PID], 0, 0, true, s[WM], p1, true, now, tau, due, T, ks) then
+      if due then due.n = due0 end
+      return nil
+    end
   else
-    if not rise(recs, n, s[PID], ow, p0, st0, s[WM], p1, s[STATUS], now, tau) then return nil end
     -- A wide parent's status index is apply_update's (rise proved recs[n - 1] a parent).
-    if n > 1 and s[STATUS] ~= st0 and record_wide(recs[n - 1]) == 1 then return nil end
+    if not rise(recs, n, s[PID], ow, p0, st0, s[WM], p1, s[STATUS], now, tau, due, T, ks)
+      or (n > 1 and s[STATUS] ~= st0 and record_wide(recs[n - 1]) == 1) then
+      if due then due.n = due0 end
+      return nil
+    end
+    if due then history_due(due, T, ks[n], s[ID], s[START], upd0, hp0, now) end
   end
   recs[n] = pack_node(s)
   return { T, ks, recs, entered and s }

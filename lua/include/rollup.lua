@@ -1,6 +1,7 @@
 --@include prelude
 --@include record
 --@include counts
+--@include history
 -- The roll-up math.  Updates are applied one by one, in batch order, and each
 -- one walks its node's path to the root (O(depth); siblings are never read):
 --
@@ -73,8 +74,10 @@ end
 -- of its ancestors, the root first; each is replaced by its new one in
 -- recs.  Returns false when the path is not intact (an ancestor missing, or
 -- not the parent whose id the child names: a leftover of a deleted
--- subtree); recs may then be changed in part.
-local function rise(recs, i, cpid, ow, op, ost, nw, np, nst, now, tau)
+-- subtree); recs may then be changed in part.  With due (history.lua; nil:
+-- no history), each ancestor of tree base T whose update crosses a grid
+-- point of its history is noted there (its key from ks, the path's keys).
+local function rise(recs, i, cpid, ow, op, ost, nw, np, nst, now, tau, due, T, ks)
   -- from_sums and next_rate are inlined below: this runs for every ancestor
   -- of every update.  Ancestors sampled dt ms ago share exp(-dt / tau).
   local last_x, last_a
@@ -83,6 +86,14 @@ local function rise(recs, i, cpid, ow, op, ost, nw, np, nst, now, tau)
     if not rec or #rec < HOT_BYTES then return false end
     local kind, id, pid, wm, start, p, upd, er, began, own, sw, swp, swpc = sunpack(PARENT_HOT, rec)
     if kind ~= PARENT or id ~= cpid then return false end
+    if due then -- history_due, inlined
+      local a = upd - start
+      if a + (-a) % HIST_STEP < now - start then
+        local m = due.n
+        due[m + 1], due[m + 2], due[m + 3], due[m + 4], due[m + 5] = T, ks[j], id, start, p
+        due.n = m + 5
+      end
+    end
     local s
     if nst ~= ost then -- the child's status moved: this parent's counts change too
       s = read_node(rec)

@@ -1,0 +1,111 @@
+"""Progress history: what lua/include/history.lua samples, read back, and
+the trend eta drawn from it.
+
+A node's history is its progress at ``start_time + j × step`` for j = 0, 1, …:
+the step starts at the engine's ``history_step_ms`` and doubles (every
+other sample dropped) whenever the samples would pass ``history_samples``,
+so at most that many span the node's whole life.  A sample is written when
+an update crosses its time; the node's current progress (at its
+update_time) is the point after the last one.
+
+The trend eta.  The live ``eta`` extrapolates an exponentially weighted
+rate with a time constant of ``--eta-window`` (records.py): it follows a
+change of pace within minutes, and so it also swings with a job whose
+progress comes in bursts.  The trend fits a straight line, by least
+squares, through the history's points of the last half of the node's life
+(at least its last 4 samples) and the current point; its eta is where that
+line reaches 1.  Over a long job it is the steadier of the two.
+"""
+from __future__ import annotations
+
+import struct
+
+from .keys import relative_key
+
+_HEAD = struct.Struct("<II")
+#: The sample code of "no progress yet".
+NONE_CODE = 65535
+#: Fewest points the trend is drawn through.
+TREND_MIN_POINTS = 3
+
+
+def decode(raw: bytes | None, node_id: int) -> tuple[int, list[float | None]] | None:
+    """(step in ms, samples) of a stored history, or None when there is none
+    for node *node_id* (none written yet, or a deleted node's leftover)."""
+    if not raw or len(raw) < _HEAD.size:
+        return None
+    hid, step = _HEAD.unpack_from(raw)
+    if hid != node_id:
+        return None
+    count = (len(raw) - _HEAD.size) // 2
+    codes = struct.unpack_from(f"<{count}H", raw, _HEAD.size)
+    return step, [None if c == NONE_CODE else round(c / 65534, 4) for c in codes]
+
+
+def points(node: dict, step: int, samples: list) -> list[list]:
+    """[[time ms, progress], …]: the samples, then the node's current point."""
+    start = node["start_time"]
+    out = [[start + j * step, p] for j, p in enumerate(samples)]
+    upd, p = node.get("update_time"), node.get("progress")
+    if upd is not None and (not out or upd > out[-1][0]):
+        out.append([upd, p])
+    return out
+
+
+def trend(pts: list[list], start: int) -> tuple[float | None, int | None]:
+    """(rate per second, eta in ms) of the straight line through the points of
+    the last half of the node's life (at least the last 4 samples and the
+    current point); (None, None) when there are too few points or no forward
+    pace.  A node at 1 has no eta."""
+    known = [(t, p) for t, p in pts if p is not None]
+    if len(known) < TREND_MIN_POINTS:
+        return None, None
+    last_t, last_p = known[-1]
+    half = start + (last_t - start) / 2
+    window = [x for x in known if x[0] >= half]
+    if len(window) < 5:
+        window = known[-5:]
+    if len(window) < TREND_MIN_POINTS:
+        return None, None
+    n = len(window)
+    mt = sum(t for t, _ in window) / n
+    mp = sum(p for _, p in window) / n
+    var = sum((t - mt) ** 2 for t, _ in window)
+    if var <= 0:
+        return None, None
+    slope = sum((t - mt) * (p - mp) for t, p in window) / var  # progress per ms
+    if slope <= 0:
+        return (0.0 if slope == 0 else round(slope * 1000, 9)), None
+    if last_p >= 1:
+        return round(slope * 1000, 9), None
+    # Where the line reaches 1, from the line's value at the last point.
+    at_last = mp + slope * (last_t - mt)
+    return round(slope * 1000, 9), int(last_t + (1 - at_last) / slope)
+
+
+def summary(node: dict, step: int, samples: list) -> dict:
+    """The ``_history`` of a node: step, samples (sample j at start_time + j ×
+    step_ms) and the trend."""
+    rate, eta = trend(points(node, step, samples), node["start_time"])
+    return {"step_ms": step, "samples": samples, "trend_rate": rate, "trend_eta": eta}
+
+
+async def attach(engine, loaded: list) -> None:
+    """Give every tree node of *loaded* (read.py's _Loaded) its ``_history``
+    (absent when it has none yet), in one round trip: an HMGET per tree."""
+    by_root: dict[str, list] = {}
+    for x in loaded:
+        if x.root is not None and x.id:
+            by_root.setdefault(x.root, []).append(x)
+    if not by_root:
+        return
+    roots = list(by_root)
+    async with engine.redis.pipeline(transaction=False) as pipe:
+        for root in roots:
+            pipe.hmget(engine.keys.history(root), [relative_key(x.key, root) for x in by_root[root]])
+        replies = await pipe.execute()
+    for root, got in zip(roots, replies):
+        for x, raw in zip(by_root[root], got):
+            h = decode(raw, int(x.id))
+            if h is not None:
+                x.node["_history"] = summary(x.node, *h)

@@ -1,0 +1,171 @@
+"""Progress history (lua/include/history.lua, engine/history.py) against a real Redis,
+on a clock the test moves."""
+from __future__ import annotations
+
+import pytest
+
+from sca_progress.engine import engine as engine_module
+from sca_progress.engine import history
+
+T0 = 1_800_000_000_000
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The engine's clock for apply: set clock.now (ms)."""
+    class Clock:
+        now = T0
+    c = Clock()
+    monkeypatch.setattr(engine_module, "now_ms", lambda: c.now)
+    return c
+
+
+async def post(e, clock, at, *updates):
+    clock.now = T0 + at
+    res = await e.apply(updates)
+    assert not any(isinstance(r, Exception) for r in res.results), res.results
+
+
+async def hist(e, key):
+    node = await e.read(key, history=True)
+    return node.get("_history")
+
+
+async def test_samples_lie_on_a_grid_that_coarsens_to_span_the_life(make_engine, clock):
+    e = await make_engine(history_samples=4, history_step_ms=100)
+    await post(e, clock, 0, ("_h.j.a", {"progress": 0.1}))
+    assert await hist(e, "_h.j.a") is None  # created: no grid point before now yet
+    await post(e, clock, 50, ("_h.j.a", {"progress": 0.2}))
+    h = await hist(e, "_h.j.a")  # 0 ms lies in [0, 50), where the progress was 0.1
+    assert (h["step_ms"], h["samples"]) == (100, [0.1])
+    # 100 and 200 ms lie in [50, 250): the progress held there was 0.2.
+    await post(e, clock, 250, ("_h.j.a", {"progress": 0.5}))
+    h = await hist(e, "_h.j.a")
+    assert (h["step_ms"], h["samples"]) == (100, [0.1, 0.2, 0.2])
+    # 450 ms: five grid points of 100 ms would pass 4 samples: every other one
+    # goes, the step doubles, and 400 ms takes the value held since 250.
+    await post(e, clock, 450, ("_h.j.a", {"progress": 0.9}))
+    h = await hist(e, "_h.j.a")
+    assert (h["step_ms"], h["samples"]) == (200, [0.1, 0.2, 0.5])
+    root = await hist(e, "_h.j")  # the parent follows its only child
+    assert (root["step_ms"], root["samples"]) == (200, [0.1, 0.2, 0.5])
+    # A week later: still at most 4 samples, the whole life spanned.
+    week = 7 * 86_400_000
+    await post(e, clock, week, ("_h.j.a", {"progress": 1}))
+    h = await hist(e, "_h.j.a")
+    assert len(h["samples"]) <= 4 and h["step_ms"] * len(h["samples"]) >= week
+    assert h["step_ms"] * (len(h["samples"]) - 1) < week
+    assert h["samples"][0] == 0.1 and h["samples"][-1] == 0.9
+
+
+async def test_an_update_that_crosses_no_grid_point_writes_no_history(make_engine, clock, redis_client):
+    e = await make_engine(history_samples=8, history_step_ms=1000)
+    hkey = e.keys.history("_q.j")
+    await post(e, clock, 0, ("_q.j.a", {"progress": 0}))
+    await post(e, clock, 100, ("_q.j.a", {"progress": 0.1}))  # crosses 0 ms
+    first = await redis_client.hget(hkey, "a")
+    for at in (500, 999, 1000):  # 1000 ms is not before now: not crossed yet
+        await post(e, clock, at, ("_q.j.a", {"progress": at / 1000}))
+        assert await redis_client.hget(hkey, "a") == first
+    await post(e, clock, 1001, ("_q.j.a", {"status": "finished"}))
+    h = await hist(e, "_q.j.a")
+    assert h["samples"] == [0.0, 1.0]
+
+
+async def test_no_history_when_it_is_off(make_engine, clock, redis_client):
+    e = await make_engine(history_samples=0)
+    for at in (0, 5000, 10_000):
+        await post(e, clock, at, ("_o.j.a", {"progress": at / 20_000}))
+    assert await redis_client.exists(e.keys.history("_o.j")) == 0
+    assert await hist(e, "_o.j.a") is None
+
+
+async def test_calls_of_many_updates_per_tree_sample_as_single_updates_do(make_engine, clock):
+    """One update per tree per call takes apply_single; several take the
+    general path: both must write the same history."""
+    e = await make_engine(history_samples=6, history_step_ms=100)
+    for step, at in enumerate((0, 130, 260, 390, 700, 1300)):
+        p = step / 10
+        await post(e, clock, at, ("_s.j.x.leaf", {"progress": p}))
+        await post(e, clock, at, ("_m.j.x.leaf", {"progress": p}), ("_m.j.x.other", {"msg": "hi"}))
+    for key in ("j", "j.x", "j.x.leaf"):
+        single, general = await hist(e, f"_s.{key}"), await hist(e, f"_m.{key}")
+        assert single is not None
+        if key == "j.x.leaf":
+            assert general == single
+        else:  # the parents of _m also count the other leaf (no progress: 0)
+            assert general["step_ms"] == single["step_ms"]
+            assert len(general["samples"]) == len(single["samples"])
+    leaf = await hist(e, "_s.j.x.leaf")
+    assert leaf["step_ms"] == 400 and leaf["samples"] == [0.0, 0.3, 0.4, 0.4]
+
+
+async def test_a_deleted_node_takes_its_history_along(make_engine, clock, redis_client):
+    e = await make_engine(history_samples=8, history_step_ms=100)
+    await post(e, clock, 0, ("_d.j.a.x", {"progress": 0.5}), ("_d.j.b", {"progress": 0.5}))
+    await post(e, clock, 350, ("_d.j.a.x", {"progress": 0.7}), ("_d.j.b", {"progress": 0.6}))
+    hkey = e.keys.history("_d.j")
+    assert sorted(await redis_client.hkeys(hkey)) == [b"", b"a", b"a.x", b"b"]
+    await e.delete("_d.j.a")
+    assert sorted(await redis_client.hkeys(hkey)) == [b"", b"a.x", b"b"]  # a.x: a leftover until freed
+    # A new node at the same key starts a history of its own, before and after the old one is freed.
+    await post(e, clock, 400, ("_d.j.a.x", {"progress": 0.1}))
+    assert await hist(e, "_d.j.a.x") is None
+    await post(e, clock, 420, ("_d.j.a.x", {"progress": 0.2}))
+    assert (await hist(e, "_d.j.a.x"))["samples"] == [0.1]
+    await e.collect_garbage("_d.j")
+    await post(e, clock, 550, ("_d.j.a.x", {"progress": 0.3}))
+    assert (await hist(e, "_d.j.a.x"))["samples"] == [0.1, 0.2]
+    assert sorted(await redis_client.hkeys(hkey)) == [b"", b"a", b"a.x", b"b"]
+    await e.delete("_d.j")
+    await e.collect_garbage("_d.j")
+    assert await redis_client.exists(hkey) == 0
+
+
+async def test_a_read_with_history_gives_every_node_its_own(make_engine, clock):
+    e = await make_engine(history_samples=8, history_step_ms=100)
+    await post(e, clock, 0, ("_r.j.a", {"progress": 0}), ("_r.j.b", {"progress": 0}))
+    await post(e, clock, 150, ("_r.j.a", {"progress": 0.4}))
+    await post(e, clock, 250, ("_r.j.b", {"progress": 0.8}))
+    node = await e.read("_r.j", depth=2, history=True)
+    a, b = node["tasks"]
+    assert a["_history"]["samples"] == [0.0, 0.0]
+    assert b["_history"]["samples"] == [0.0, 0.0, 0.0]
+    assert node["_history"]["samples"] == [0.0, 0.0, 0.2]
+    assert "_history" not in (await e.read("_r.j", depth=2))
+
+
+def test_the_trend_is_the_least_squares_line_of_the_last_half():
+    node = {"start_time": 0, "update_time": 1000, "progress": 0.45}
+    # A steady 0.05 per 100 ms (the first half, twice as slow, is left out).
+    samples = [0.0, 0.025, 0.05, 0.075, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4]
+    pts = history.points(node, 100, samples)
+    assert pts[-1] == [1000, 0.45] and pts[5] == [500, 0.2]
+    rate, eta = history.trend(pts, 0)
+    assert rate == pytest.approx(0.5) and eta == pytest.approx(2100, abs=1)
+    # Bursty progress (a file at a time): the trend stays near the mean pace.
+    bursty = [0.0, 0.0, 0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.4, 0.4]
+    rate, eta = history.trend(history.points({"start_time": 0, "update_time": 1000, "progress": 0.5},
+                                             100, bursty), 0)
+    assert 0.4 < rate < 0.6 and 1800 < eta < 2300
+    assert history.trend([[0, 0.5], [100, 0.5], [200, 0.5]], 0) == (0.0, None)
+    assert history.trend([[0, 0.1], [100, 0.2]], 0) == (None, None)
+
+
+async def test_rest_history_route_and_query(server, http):
+    base, app = server
+    service = app.settings["service"]
+    assert service.engine.history_samples == 64
+    await http("POST", f"{base}/status/_w.j.a", {"progress": 0.25})
+    status, body, _ = await http("GET", f"{base}/status/_w.j.a/history")
+    assert status == 200 and body["key"] == "_w.j.a" and body["step_ms"] == 1000
+    assert body["points"] == [[body["update_time"], 0.25]]  # no sample yet: the current point
+    assert body["trend_eta"] is None
+    status, body, _ = await http("GET", f"{base}/status/_w.j?depth=2&history=1")
+    assert status == 200 and body["tasks"][0]["key"] == "_w.j.a"
+    status, body, _ = await http("GET", f"{base}/status/_w.j?history=2")
+    assert status == 400 and body["error"]["code"] == "bad-history"
+    status, body, _ = await http("GET", f"{base}/status/_w/history")
+    assert status == 400 and body["error"]["code"] == "bad-key"
+    status, body, _ = await http("GET", f"{base}/status/_w.nope/history")
+    assert status == 404
