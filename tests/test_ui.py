@@ -400,3 +400,34 @@ async def _post(base: str, path: str, body: dict) -> None:
 
     resp = await AsyncHTTPClient().fetch(base + path, method="POST", body=orjson.dumps(body))
     assert resp.code == 200
+
+
+async def test_rows_draw_their_progress_history_and_the_page_node_a_chart(browser, redis_url, prefix):
+    """--history-step 0.05: a second of updates leaves a history of many samples."""
+    proc, base, _ = start_service(["--redis-url", redis_url, "--prefix", prefix, "--history-step", "0.05"])
+    try:
+        for i in range(8):
+            await _post(base, "/status/_hi.job.a", {"progress": i / 10, "status": "running"})
+            await _post(base, "/status/_hi.job.b", {"progress": i / 20})
+            await asyncio.sleep(0.06)
+        async with open_page(browser, viewport={"width": 1100, "height": 800}) as (page, watch):
+            ui = Ui(base, None, page, watch)
+            await ui.open("/ui/_hi.job")
+            spark = ui.part("_hi.job.a", "svg.spark")
+            await ui.expect(spark).to_have_attribute("data-points", re.compile(r"^([5-9]|\d\d)$"))
+            await ui.expect(spark).to_have_attribute("aria-label", re.compile(r"^progress history over .+: 0% to 70%$"))
+            points = await spark.locator("polyline").get_attribute("points")
+            ys = [float(p.split(",")[1]) for p in points.split()]
+            assert ys[0] == 20 and ys[-1] < 7 and ys == sorted(ys, reverse=True)  # rising from 0 %
+            await ui.expect(ui.part("_hi.job.b", "svg.spark")).to_have_attribute(
+                "aria-label", re.compile(r": 0% to 35%$"))
+            chart = page.locator("figure.history")
+            await ui.expect(chart).to_be_visible()
+            await ui.expect(chart.locator("figcaption")).to_contain_text("a sample every")
+            await ui.expect(chart.locator("polyline.history-line")).to_have_attribute("points", re.compile(r"\d"))
+            # The feed moves the last point of the sparkline.
+            await _post(base, "/status/_hi.job.a", {"progress": 1})
+            await ui.expect(spark).to_have_attribute("aria-label", re.compile(r"to 100%$"))
+            await save_screenshot(page, "history.png")
+    finally:
+        stop_service(proc)

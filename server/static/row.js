@@ -4,6 +4,7 @@
 // Everything a producer sent goes into the page as text (textContent or an
 // attribute value), never as markup.  CSS classes come from our own lists.
 
+import { Sparkline } from "./history.js";
 import { childCount, extraFields, formatPercent, formatTimes, lastSegment, nodeLabel, percent, sortedCounts,
   isStalled, statusClass } from "./format.js";
 
@@ -52,7 +53,9 @@ export class NodeRow {
     this.fill = el("div", "fill");
     this.bar.append(this.fill);
     this.percent = el("span", "percent");
-    meter.append(this.bar, this.percent);
+    this.history = null;                        // the node's last _history read (history.js)
+    this.spark = new Sparkline();
+    meter.append(this.bar, this.percent, this.spark.element);
 
     const info = el("div", "info");
     this.msg = el("span", "msg");
@@ -90,6 +93,7 @@ export class NodeRow {
 
     this.renderCounts(node);
     this.renderBar(node, label);
+    this.setHistory(node._history);
     this.msg.textContent = typeof node.msg === "string" ? node.msg : "";
     this.renderFields(node);
     this.renderTimes();
@@ -132,6 +136,12 @@ export class NodeRow {
     // A leaf's bar takes its status colour; a parent without a status keeps the accent.
     this.fill.className = node.status ? `fill ${statusClass(node.status)}` : "fill";
     this.percent.textContent = formatPercent(node.progress);
+  }
+
+  /** A history read over REST (undefined: keep the last one); the sparkline ends at the node's live state. */
+  setHistory(history) {
+    if (history) this.history = history;
+    this.spark.render(this.history, this.node);
   }
 
   renderFields(node) {

@@ -5,12 +5,17 @@
 // the page current.  Rows can be expanded down to MAX_DEPTH levels below the
 // page's root; a parent that deep links to a page of its own instead.
 
-import { uiPath } from "./api.js";
+import { api, statusPath, uiPath } from "./api.js";
+import { HistoryChart } from "./history.js";
 import { childCount, olderThan } from "./format.js";
 import { ChildPages, ownFields } from "./pages.js";
 import { NodeRow, RowsView, el } from "./row.js";
 
 export const MAX_DEPTH = 4;
+/** Seconds between readings of the histories on the page (the feed keeps their last point live). */
+export const HISTORY_EVERY = 30;
+/** Seconds between readings of the page node's history chart. */
+export const CHART_EVERY = 10;
 
 function parentOf(key) {
   return key.slice(0, Math.max(0, key.lastIndexOf(".")));
@@ -23,7 +28,35 @@ export class TreeView extends RowsView {
     const legend = el("p", "legend",
       "Striped bars are overall progress: the weighted progress of a step's parts, striped until done. "
       + "Solid bars are what a job reported. Times count from when a step first ran.");
-    container.replaceChildren(legend, this.note, this.list);
+    this.chart = new HistoryChart(key);
+    this.ticks = 0;
+    container.replaceChildren(this.chart.element, legend, this.note, this.list);
+  }
+
+  /** Every second; now and then the histories are read again. */
+  tick() {
+    super.tick();
+    this.ticks += 1;
+    if (this.ticks % CHART_EVERY === 0) this.chart.refresh();
+    if (this.ticks % HISTORY_EVERY === 0) this.refreshHistories();
+  }
+
+  /** New histories for the rows on the page: one read per open row, of the children it shows. */
+  async refreshHistories() {
+    for (const row of [...this.rows.values()]) {
+      if (!row.expanded) continue;
+      const shown = Math.min(10000, Math.max(1, row.children.childElementCount));
+      let body;
+      try {
+        body = await api(statusPath(row.key, { depth: 2, limit: shown, history: 1 }));
+      } catch {
+        continue;                               // the feed reports what is wrong with the page
+      }
+      for (const node of [body, ...(body.tasks || [])]) {
+        const shownRow = this.rows.get(node.key);
+        if (shownRow && node._history) shownRow.setHistory(node._history);
+      }
+    }
   }
 
   // -- the live feed ----------------------------------------------------------
@@ -31,7 +64,11 @@ export class TreeView extends RowsView {
   /** A fresh state of the page's root (and its first children): it replaces everything. */
   snapshot({ node }) {
     this.clear();
-    if (node) this.addRow(node, null, 0);
+    if (node) {
+      this.addRow(node, null, 0);
+      this.chart.refresh();
+      this.refreshHistories();                  // the feed's snapshot carries no histories
+    }
     else this.showNote(`Nothing at ${this.key} yet. This page shows it as soon as it appears.`);
   }
 
@@ -100,6 +137,7 @@ export class TreeView extends RowsView {
   refresh(row, node) {
     if (olderThan(node, row.node)) return;      // a REST answer overtaken by the feed
     row.render(ownFields(node));
+    if (row.depth === 0) this.chart.live(node);
     this.decorate(row);
   }
 
@@ -127,7 +165,7 @@ export class TreeView extends RowsView {
   expand(row, first) {
     row.expanded = true;
     row.children.hidden = false;
-    row.pages = new ChildPages(row.key, { depth: 2, limit: this.limit });
+    row.pages = new ChildPages(row.key, { depth: 2, limit: this.limit, history: 1 });
     if (first && first.tasks && first.tasks.length <= this.limit && !first._children_next) {
       this.fillPage(row, first);
     } else if (childCount(row.node)) {
