@@ -52,7 +52,8 @@ from pathlib import Path
 import redis.asyncio as aredis
 import uvloop
 
-from sca_progress.engine import Engine
+from sca_progress.engine import Engine, now_ms
+from sca_progress.engine import engine as engine_module
 from sca_progress.engine.link import RedisLink
 
 from .common import PrivateRedis, machine, median
@@ -319,25 +320,54 @@ def _lstsq(xs: list[tuple], ys: list[float]) -> list[float]:
 
 
 async def memory(server, args) -> dict:
-    """Bytes of Redis memory per stored node, whole job trees (full streams)."""
+    """Bytes of Redis memory per stored node, whole job trees (full streams):
+    without progress history, with the few samples a fast run leaves, and
+    with every node's history full (each leaf updated once more on a clock
+    moved on by history_samples steps, so every node holds all its samples)."""
     jobs = args.memory_jobs
-    engine, client = await fresh_engine(server)
-    before = server.used_memory()
-    rng = random.Random(7)
-    pending: list = []
-    for j in range(jobs):
-        pending.extend(job_stream(j, rng))
-        if len(pending) >= 10_000 or j == jobs - 1:
-            for b in batches(pending, 2000):
-                await engine.apply(b, snapshots="none")
-            pending = []
-    after = server.used_memory()
-    nodes = jobs * (1 + 3 + 6 + 12 + 24)
-    tree = await engine.read("_bench.job0", depth=5)
-    assert tree["progress"] == 1, tree
-    await client.aclose()
-    row = {"jobs": jobs, "nodes": nodes, "bytes": after - before, "bytes_per_node": (after - before) / nodes}
-    print(f"  memory: {row['bytes_per_node']:.0f} B per node over {nodes:,} nodes", flush=True)
+    row = {"jobs": jobs, "nodes": jobs * (1 + 3 + 6 + 12 + 24)}
+    for label, options in (("no_history", {"history_samples": 0}), ("history", {})):
+        engine, client = await fresh_engine(server, **options)
+        before = server.used_memory()
+        rng = random.Random(7)
+        pending: list = []
+        chunks: list = []  # (when a chunk of whole jobs was stored, its leaves)
+        for j in range(jobs):
+            pending.extend(job_stream(j, rng))
+            if len(pending) >= 2000 or j == jobs - 1:
+                started = now_ms()
+                for b in batches(pending, 2000):
+                    await engine.apply(b, snapshots="none")
+                chunks.append((started, now_ms() - started, sorted({k for k, _ in pending if k.count(".") == 5})))
+                pending = []
+        tree = await engine.read("_bench.job0", depth=5)
+        assert tree["progress"] == 1, tree
+        row[f"bytes_{label}"] = server.used_memory() - before
+        if options.get("history_samples", 64):
+            # Each chunk's leaves once more, (samples - 1/2) steps after the chunk was
+            # stored: every node of it then lies between samples - 1 and samples steps
+            # old (the chunk took less than half a step), so it holds them all.
+            step, n = engine.history_step_ms, engine.history_samples
+            assert max(took for _, took, _ in chunks) < step / 2, "chunks too slow for full histories"
+            try:
+                for started, _, leaves in chunks:
+                    later = started + int((n - 0.5) * step)
+                    engine_module.now_ms = lambda later=later: later
+                    await engine.apply([(k, {"msg": "again"}) for k in leaves], snapshots="none")
+            finally:
+                engine_module.now_ms = now_ms
+            for key in ("_bench.job0", f"_bench.job{jobs - 1}"):
+                h = (await engine.read(key, history=True))["_history"]
+                assert len(h["samples"]) == n, (key, h)
+            row["bytes_full_history"] = server.used_memory() - before
+        await client.aclose()
+    nodes = row["nodes"]
+    for k in ("no_history", "history", "full_history"):
+        row[f"per_node_{k}"] = row[f"bytes_{k}"] / nodes
+    row["bytes_per_node"] = row["per_node_history"]
+    print(f"  memory per node over {nodes:,} nodes: {row['per_node_no_history']:.0f} B without history, "
+          f"{row['per_node_history']:.0f} B with this run's few samples, {row['per_node_full_history']:.0f} B "
+          f"with every history full", flush=True)
     return row
 
 
@@ -437,8 +467,10 @@ def markdown(result: dict) -> str:
         lines.append("")
     if "memory" in result:
         m = result["memory"]
-        lines += [f"Memory: {m['bytes_per_node']:.0f} B per node ({m['bytes']:,} B of used_memory over "
-                  f"{m['nodes']:,} nodes of {m['jobs']:,} whole jobs).", ""]
+        lines += [f"Memory per node ({m['nodes']:,} nodes of {m['jobs']:,} whole jobs, used_memory delta): "
+                  f"{m['per_node_no_history']:.0f} B without progress history, {m['per_node_history']:.0f} B "
+                  f"with the few samples of a fast run, {m['per_node_full_history']:.0f} B with every node's "
+                  f"history full.", ""]
     if "reads" in result:
         lines += [f"Memory: {result['reads']['wide_bytes_per_child']:.0f} B per child of a 100,000-child node "
                   f"(records, children and status index).", ""]

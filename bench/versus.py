@@ -1,6 +1,7 @@
 """This engine against another version of it, on one Redis, their calls alternating.
 
     python -m bench.versus --baseline DIR [--jobs 2000] [--step 4] [--singles 20000]
+                           [--options JSON] [--baseline-options JSON]
 
 Timings on the shared machines this project runs on drift by 30 % and more
 between two runs a minute apart, so an A/B of two separate bench.engine runs
@@ -12,7 +13,9 @@ the other way round.  Both meet the same machine, the same Redis and the same
 working set; each turn's Redis CPU (INFO cpu) is divided by its updates, and
 the medians and the median of the per-turn ratios are printed.
 
-DIR is a checkout of the other version (a git worktree of an earlier commit).
+DIR is a checkout of the other version (a git worktree of an earlier commit),
+or this one with other --baseline-options (Engine keyword arguments as a JSON
+object: '{"history_samples": 0}' weighs the progress history).
 Shapes (bench/engine.py's workload of 2,000 depth-5 jobs):
     (a) one update per tree per call, calls of 1,000 and 2,000 trees
     (b) single-update calls (the first --singles updates of the rounds)
@@ -36,9 +39,9 @@ import redis.asyncio as aredis
 from sca_progress.engine import Engine
 from bench.engine import one_per_tree_batches, rounds
 
-async def main(url, prefix, jobs, trees, singles):
+async def main(url, prefix, jobs, trees, singles, options):
     r, s = aredis.from_url(url), sredis.Redis.from_url(url)
-    engine = Engine(r, prefix=prefix)
+    engine = Engine(r, prefix=prefix, **options)
     await engine.start()
     bs = one_per_tree_batches(rounds(jobs, 123), trees)
     if singles:
@@ -60,7 +63,8 @@ async def main(url, prefix, jobs, trees, singles):
         await engine.close()
     await r.aclose()
 
-asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])))
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
+                 json.loads(sys.argv[6])))
 '''
 
 
@@ -75,13 +79,16 @@ def package_dir(repo: str) -> str:
     return pkg
 
 
-def duel(server: PrivateRedis, sides: dict[str, str], jobs: int, trees: int, singles: int, step: int) -> dict:
-    """Per-turn Redis CPU µs per update of each side, turns alternating."""
+def duel(server: PrivateRedis, sides: dict[str, tuple[str, str]], jobs: int, trees: int, singles: int,
+         step: int) -> dict:
+    """Per-turn Redis CPU µs per update of each side (name: (checkout, Engine
+    options as JSON)), turns alternating."""
     procs = {}
-    for name, repo in sides.items():
+    for name, (repo, options) in sides.items():
         env = {**os.environ, "PYTHONPATH": f"{package_dir(repo)}:{repo}"}
         procs[name] = subprocess.Popen(
-            [sys.executable, "-c", WORKER, server.url, f"versus-{name}", str(jobs), str(trees), str(singles)],
+            [sys.executable, "-c", WORKER, server.url, f"versus-{name}", str(jobs), str(trees), str(singles),
+             options],
             cwd=repo, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     calls = [json.loads(p.stdout.readline())["calls"] for p in procs.values()][0]
     turns: dict[str, list[float]] = {name: [] for name in procs}
@@ -105,9 +112,11 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2000)
     ap.add_argument("--step", type=int, default=4, help="calls per turn of shape (a)")
     ap.add_argument("--singles", type=int, default=20000, help="single-update calls of shape (b)")
+    ap.add_argument("--options", default="{}", help="Engine keyword arguments of this side (JSON)")
+    ap.add_argument("--baseline-options", default="{}", help="Engine keyword arguments of the baseline (JSON)")
     args = ap.parse_args()
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sides = {"this": here, "baseline": os.path.abspath(args.baseline)}
+    sides = {"this": (here, args.options), "baseline": (os.path.abspath(args.baseline), args.baseline_options)}
     server = PrivateRedis()
     rows = []
     try:
@@ -125,7 +134,7 @@ def main() -> None:
         server.close()
     print(f"\nMachine: {machine()}; Redis {server.version} (private, no persistence).")
     print(f"Command: `python -m bench.versus --baseline <checkout> --jobs {args.jobs} --step {args.step} "
-          f"--singles {args.singles}`\n")
+          f"--singles {args.singles} --options '{args.options}' --baseline-options '{args.baseline_options}'`\n")
     print("| shape | baseline: Redis CPU µs/update (median turn) | this | baseline / this (median of turns) | turns |")
     print("|---|---:|---:|---:|---:|")
     for label, base, this, ratio, n in rows:

@@ -45,53 +45,74 @@ local function thinned(body)
 end
 
 -- The history h (false: none) of node id created at start, after it held
--- progress p (NaN: none) until now.
+-- progress p (NaN: none) until now.  The common case appends to h as it is.
 local function sampled(h, id, start, p, now)
-  local step, body = HIST_STEP, ''
+  local step, have = HIST_STEP, 0
   if h then
     local hid, hstep = sunpack(HIST_HEAD, h)
-    if hid == id then step, body = hstep, ssub(h, 9) end
+    if hid == id then step, have = hstep, (#h - 8) / 2 else h = false end
   end
   local age = now - start
-  local want = math.ceil(age / step) -- the grid points before now
+  local want = age / step -- the grid points before now: ceil(age / step), in VM ops
+  if want % 1 ~= 0 then want = want - want % 1 + 1 end
+  local code = HIST_NONE
+  if p == p then
+    code = p * 65534 + 0.5
+    code = code - code % 1 -- floor, in VM ops
+  end
+  if h and want <= HIST_N then
+    if want <= have then return h end
+    if want == have + 1 then return h .. spack('<H', code) end
+    return h .. string.rep(spack('<H', code), want - have)
+  end
+  local body = h and ssub(h, 9) or ''
   while want > HIST_N do
     body, step = thinned(body), step * 2
     want = math.ceil(age / step)
   end
-  local have = #body / 2
-  if want > have then
-    local code = p ~= p and HIST_NONE or mfloor(p * 65534 + 0.5)
-    body = body .. string.rep(spack('<H', code), want - have)
-  end
+  have = #body / 2
+  if want > have then body = body .. string.rep(spack('<H', code), want - have) end
   return spack(HIST_HEAD, id, step) .. body
 end
 
 -- Read the histories that due names and compute their new values; nothing
 -- is written yet (on a cluster the reads must come first).  Entries of one
--- tree are consecutive.  Returns a flat list: T, { key1, value1, ... }, ...
+-- tree are consecutive.  Returns a flat list: T, key, value (a tree's one
+-- node) or T, { key1, value1, ... }, false (several).
 local function sample_histories(due, now)
-  local writes, e = {}, 1
+  local writes, e, w = {}, 1, 0
   while e <= due.n do
-    local T, fields, stop = due[e], {}, e
-    while stop <= due.n and due[stop] == T do
-      fields[#fields + 1] = due[stop + 1]
-      stop = stop + 5
-    end
-    local args = {}
-    for i = 1, #fields, 1000 do
-      local got = rcall('HMGET', T .. 'h', unpack(fields, i, math.min(i + 999, #fields)))
-      for f = i, i + #got - 1 do
-        local b = e + (f - 1) * 5
-        args[2 * f - 1], args[2 * f] = fields[f], sampled(got[f - i + 1], due[b + 2], due[b + 3], due[b + 4], now)
+    local T, stop = due[e], e + 5
+    while stop <= due.n and due[stop] == T do stop = stop + 5 end
+    if stop == e + 5 then -- the usual case: one node of the tree
+      local key = due[e + 1]
+      writes[w + 1], writes[w + 2] = T, key
+      writes[w + 3] = sampled(rcall('HGET', T .. 'h', key), due[e + 2], due[e + 3], due[e + 4], now)
+    else
+      local fields, args = {}, {}
+      for b = e, stop - 1, 5 do fields[#fields + 1] = due[b + 1] end
+      for i = 1, #fields, 1000 do
+        local got = rcall('HMGET', T .. 'h', unpack(fields, i, math.min(i + 999, #fields)))
+        for f = i, i + #got - 1 do
+          local b = e + (f - 1) * 5
+          args[2 * f - 1], args[2 * f] = fields[f], sampled(got[f - i + 1], due[b + 2], due[b + 3], due[b + 4], now)
+        end
       end
+      writes[w + 1], writes[w + 2], writes[w + 3] = T, args, false
     end
-    writes[#writes + 1], writes[#writes + 2] = T, args
-    e = stop
+    w, e = w + 3, stop
   end
   return writes
 end
 
 -- Store what sample_histories computed.
 local function write_histories(writes)
-  for w = 1, #writes, 2 do call_chunked('HSET', writes[w] .. 'h', writes[w + 1], 2) end
+  for w = 1, #writes, 3 do
+    local value = writes[w + 2]
+    if value then
+      rcall('HSET', writes[w] .. 'h', writes[w + 1], value)
+    else
+      call_chunked('HSET', writes[w] .. 'h', writes[w + 1], 2)
+    end
+  end
 end
