@@ -20,6 +20,7 @@ from .handlers import (
     TicketHandler,
     redacted_uri,
 )
+from .hot_post import front
 from .logs import request_logger
 from .service import Service
 from .settings import Settings
@@ -63,7 +64,7 @@ class HTTPServer(tornado.httpserver.HTTPServer):
 def http_server(app: tornado.web.Application) -> tornado.httpserver.HTTPServer:
     """The HTTP server of *app* (X-Forwarded-* and X-Real-Ip honoured: behind a
     proxy, the request's protocol and address are the client's)."""
-    return HTTPServer(app, xheaders=True, max_header_size=MAX_HEADER_BYTES)
+    return HTTPServer(front(app), xheaders=True, max_header_size=MAX_HEADER_BYTES)
 
 
 async def make_app(settings: Settings, worker: tuple[int, int] = (0, 1)) -> tornado.web.Application:

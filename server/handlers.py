@@ -77,6 +77,44 @@ def _new_ids() -> None:
 os.register_at_fork(after_in_child=_new_ids)
 
 
+def new_request_id(headers) -> str:
+    """The client's X-Request-Id when it sends a sane one, else a new one."""
+    rid = headers.get("X-Request-Id", "")
+    if not rid or not _REQUEST_ID.fullmatch(rid):
+        rid = f"{_ids[0]}{next(_ids[1]):06x}"
+    return rid
+
+
+def parse_json(raw: bytes):
+    """A request body's JSON value; 400 bad-body or bad-json when it has none."""
+    if not raw.strip():
+        raise bad("bad-body", "the body is empty; send a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise json_error(e) from None
+
+
+async def post_update(service, grant, key: str, body) -> dict:
+    """POST /status/<key> (NodeHandler and the hot route, server/hot_post.py):
+    apply *body* to *key* at once; the node's new state, _applied and _now."""
+    if not isinstance(body, dict):
+        raise bad("bad-body", "POST /status/<key> takes a JSON object; "
+                               "POST /status takes an array of updates")
+    grant.check_write(key)
+    await service.check_rate(grant, 1)
+    result = await service.apply([(key, body)])
+    outcome = result.results[0]
+    if isinstance(outcome, ProgressError):
+        raise outcome
+    node = result.node(key, fragments=True) if outcome is APPLIED else await service.engine.read(key)
+    node["_applied"] = outcome is APPLIED
+    if outcome is STALE:
+        node["_reason"] = "stale: ts is older than the node's last update"
+    node["_now"] = result.now
+    return node
+
+
 class BaseHandler(tornado.web.RequestHandler):
     """JSON in, JSON out; ProgressErrors become their HTTP status."""
 
@@ -118,14 +156,10 @@ class BaseHandler(tornado.web.RequestHandler):
 
     @property
     def request_id(self) -> str:
-        """The client's X-Request-Id when it sends a sane one, else a new one;
-        answered in X-Request-Id and logged with the request."""
+        """The request's id (new_request_id), answered in X-Request-Id and logged with the request."""
         rid = self.__dict__.get("_request_id")
         if rid is None:
-            rid = self.request.headers.get("X-Request-Id", "")
-            if not rid or not _REQUEST_ID.fullmatch(rid):
-                rid = f"{_ids[0]}{next(_ids[1]):06x}"
-            self._request_id = rid
+            rid = self._request_id = new_request_id(self.request.headers)
         return rid
 
     def set_default_headers(self) -> None:
@@ -257,13 +291,7 @@ class BodyHandler(BaseHandler):
             self.request.connection.stream.close()
 
     def json_body(self):
-        body = b"".join(self._chunks)
-        if not body.strip():
-            raise bad("bad-body", "the body is empty; send a JSON object")
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as e:
-            raise json_error(e) from None
+        return parse_json(b"".join(self._chunks))
 
     def on_connection_close(self) -> None:
         self._chunks = []
@@ -394,22 +422,7 @@ class NodeHandler(BodyHandler):
         self.send_json({"key": key, "stalled": found, "_now": now_ms()})
 
     async def post(self, key: str) -> None:
-        body = self.json_body()
-        if not isinstance(body, dict):
-            raise bad("bad-body", "POST /status/<key> takes a JSON object; "
-                                   "POST /status takes an array of updates")
-        self.grant.check_write(key)
-        await self.service.check_rate(self.grant, 1)
-        result = await self.service.apply([(key, body)])
-        outcome = result.results[0]
-        if isinstance(outcome, ProgressError):
-            raise outcome
-        node = result.node(key, fragments=True) if outcome is APPLIED else await self.engine.read(key)
-        node["_applied"] = outcome is APPLIED
-        if outcome is STALE:
-            node["_reason"] = "stale: ts is older than the node's last update"
-        node["_now"] = result.now
-        self.send_json(node)
+        self.send_json(await post_update(self.service, self.grant, key, self.json_body()))
 
     async def delete(self, key: str = TOP) -> None:
         self.grant.check_admin()

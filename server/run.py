@@ -13,6 +13,7 @@ import tornado.netutil
 
 from . import demo
 from .app import http_server, make_app, metrics_app, starting_app
+from .hot_post import front
 from .settings import CANNOT_START, Settings
 
 log = logging.getLogger("sca_progress")
@@ -66,7 +67,7 @@ async def serve(settings: Settings, with_demo: bool = False, sockets=None, worke
     except BaseException:
         server.stop()
         raise
-    server.request_callback = app  # the real routes from now on
+    server.request_callback = front(app)  # the real routes from now on (the hot one first)
     if not early:
         server.add_sockets(sockets)
     quiet_garbage_collector()

@@ -294,3 +294,43 @@ async def test_a_burst_opens_few_redis_connections(server, http, redis_client):
                                 {"progress": 0.5} if i % 2 else None) for i in range(300)))
     await asyncio.gather(*(http("GET", f"{base}/health") for _ in range(100)))
     assert len(await redis_client.client_list()) - before <= REDIS_POOL_SIZE
+
+
+async def test_the_hot_route_answers_as_the_request_handler_does(server, http, monkeypatch):
+    """A plain POST /status/<key> takes server/hot_post.py; one with an Origin
+    (here the service's own) takes NodeHandler.  Both answer the same: bodies,
+    statuses, error codes and headers."""
+    from sca_progress.server import hot_post
+
+    base, app = server
+    taken = []
+    monkeypatch.setattr(hot_post.UpdateDelegate, "finish",
+                        lambda self, f=hot_post.UpdateDelegate.finish: (taken.append(self.key), f(self))[1])
+    cases = [
+        ("_hot.j.a", {"progress": 0.25, "msg": "one", "weight": 2, "custom": {"x": [1, 2]}}),
+        ("_hot.j.a", {"progress": 0.5, "ts": 10}),
+        ("_hot.j.a", {"progress": 0.1, "ts": 5}),             # stale: read back, _applied false
+        ("_hot.j.b", b"{not json"),
+        ("_hot.j.b", b""),
+        ("_hot.j.b", [1, 2]),
+        ("_hot.j.b", {"progress": 2}),
+        ("_hot..bad", {"progress": 0.5}),
+        ("_hot", {"progress": 0.5}),                          # a namespace cannot be written
+        ("_hot.j.c", {"_reserved": 1}),
+    ]
+    for key, body in cases:
+        answers = []
+        for headers in ({}, {"Origin": base}):
+            status, data, resp = await http("POST", f"{base}/status/{key}", body, headers=headers)
+            if isinstance(data, dict):
+                data.pop("_now", None)
+                for t in ("update_time", "start_time", "run_time", "eta"):
+                    data.pop(t, None)
+            answers.append((status, data, resp.headers.get("Content-Type"), resp.headers.get("Cache-Control"),
+                            bool(resp.headers.get("X-Request-Id"))))
+        assert answers[0] == answers[1], (key, body)
+    assert taken == [key for key, _ in cases]  # the plain requests all took the hot route
+    status, _, resp = await http("POST", f"{base}/status/_hot.j.d", {"progress": 1},
+                                 headers={"X-Request-Id": "job-42.attempt:1"})
+    assert status == 200 and resp.headers["X-Request-Id"] == "job-42.attempt:1"
+    assert resp.headers["Date"].endswith(" GMT")
