@@ -45,6 +45,11 @@ class HotRouter(tornado.routing.Router):
         self.limit = self.service.engine.limits.max_body_bytes
         self.answering: set[asyncio.Task] = set()  # held: the loop keeps only weak references
 
+    async def drain(self, timeout: float) -> None:
+        """Wait (up to *timeout* s) for the answers under way: at shutdown."""
+        if self.answering:
+            await asyncio.wait(set(self.answering), timeout=timeout)
+
     def find_handler(self, request: httputil.HTTPServerRequest, **kwargs):
         if request.method == "POST" and self._plain(request):
             return UpdateDelegate(self, request, request.path[len(_PREFIX):])

@@ -13,7 +13,7 @@ import tornado.netutil
 
 from . import demo
 from .app import http_server, make_app, metrics_app, starting_app
-from .hot_post import front
+from .hot_post import HotRouter, front
 from .settings import CANNOT_START, Settings
 
 log = logging.getLogger("sca_progress")
@@ -103,5 +103,7 @@ async def serve(settings: Settings, with_demo: bool = False, sockets=None, worke
         if metrics_server is not None:
             metrics_server.stop()
         await service.close_feeds()  # streams and websockets end, or the next line would wait for them
+        if isinstance(server.request_callback, HotRouter):
+            await server.request_callback.drain(5.0)  # hot-route answers under way go out first
         await server.close_all_connections()
         await service.close()

@@ -133,3 +133,40 @@ def test_a_second_service_on_the_same_data_dir_refuses_and_touches_nothing(tmp_p
             assert request("POST", f"{base}/status/_dd.j.a", {"progress": i / 40})[0] == 200
     finally:
         assert stop_service(proc) == 0
+
+
+async def test_posts_answered_before_a_sigterm_are_all_kept(redis_url, engine, prefix):
+    """Clients post steadily while the server is told to stop: every update
+    it answered 200 is stored, and the stop logs no failure."""
+    import asyncio
+
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+    proc, base, log = start_service(["--redis-url", redis_url, "--prefix", prefix])
+    client = AsyncHTTPClient()
+    acked: dict[str, float] = {}
+
+    async def job(n: int) -> None:
+        key = f"_stop.job{n}.a"
+        for i in range(1, 100_000):
+            req = HTTPRequest(f"{base}/status/{key}", method="POST", body=orjson.dumps({"progress": i / 100_000}),
+                              request_timeout=10)
+            try:
+                resp = await client.fetch(req, raise_error=False)
+            except Exception:
+                return
+            if resp.code != 200:
+                return
+            acked[key] = i / 100_000
+
+    jobs = [asyncio.ensure_future(job(n)) for n in range(8)]
+    await asyncio.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(asyncio.gather(*jobs), 30)
+    await asyncio.get_running_loop().run_in_executor(None, proc.wait, 30)
+    assert stop_service(proc) == 0  # it has stopped, cleanly: this lets its pipe go
+    assert "uncaught" not in log() and "Traceback" not in log(), log()
+    assert len(acked) == 8 and all(p > 0 for p in acked.values())
+    for key, p in acked.items():
+        node = await engine.read(key)
+        assert node["progress"] >= p, (key, node["progress"], p)
