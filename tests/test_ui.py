@@ -428,6 +428,12 @@ async def test_rows_draw_their_progress_history_and_the_page_node_a_chart(browse
             # The feed moves the last point of the sparkline.
             await _post(base, "/status/_hi.job.a", {"progress": 1})
             await ui.expect(spark).to_have_attribute("aria-label", re.compile(r"to 100%$"))
+            # A row that appears live draws the states the page has seen, before any history is read.
+            await _post(base, "/status/_hi.job.c", {"progress": 0.1})
+            await ui.expect(ui.part("_hi.job.c", ".percent")).to_have_text("10%")
+            await _post(base, "/status/_hi.job.c", {"progress": 0.4})
+            await ui.expect(ui.part("_hi.job.c", "svg.spark")).to_have_attribute(
+                "aria-label", re.compile(r": 10% to 40%$"))
             await save_screenshot(page, "history.png")
     finally:
         stop_service(proc)

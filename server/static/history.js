@@ -14,17 +14,22 @@ function svg(tag, attrs = {}) {
   return element;
 }
 
-/** [[time ms, progress]] of a history and the node's current point; samples without progress are left out. */
-export function historyPoints(history, node) {
+/**
+ * [[time ms, progress]]: the history's samples (those without progress left
+ * out), then the states the page saw since (*trail*, from the live feed), then
+ * the node's current point.
+ */
+export function historyPoints(history, node, trail = []) {
   const pts = [];
   if (history && typeof node.start_time === "number") {
     history.samples.forEach((p, j) => {
       if (typeof p === "number") pts.push([node.start_time + j * history.step_ms, p]);
     });
   }
-  const last = pts.length ? pts[pts.length - 1][0] : -Infinity;
-  if (typeof node.update_time === "number" && typeof node.progress === "number" && node.update_time > last) {
-    pts.push([node.update_time, node.progress]);
+  const current = typeof node.update_time === "number" && typeof node.progress === "number"
+    ? [[node.update_time, node.progress]] : [];
+  for (const point of [...trail, ...current]) {
+    if (!pts.length || point[0] > pts[pts.length - 1][0]) pts.push(point);
   }
   return pts;
 }
@@ -57,8 +62,8 @@ export class Sparkline {
     this.element.append(this.line);
   }
 
-  render(history, node) {
-    const pts = historyPoints(history, node);
+  render(history, node, trail) {
+    const pts = historyPoints(history, node, trail);
     this.element.dataset.points = String(pts.length);
     this.element.classList.toggle("empty", pts.length < 2);
     if (pts.length < 2) {

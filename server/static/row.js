@@ -16,6 +16,9 @@ export function el(tag, className, text) {
   return element;
 }
 
+/** Most states a row keeps from the live feed for its sparkline, beyond its history. */
+const TRAIL = 240;
+
 export class NodeRow {
   /**
    * @param {string} key    the node's key
@@ -54,6 +57,7 @@ export class NodeRow {
     this.bar.append(this.fill);
     this.percent = el("span", "percent");
     this.history = null;                        // the node's last _history read (history.js)
+    this.trail = [];                            // [time, progress] of the states shown since
     this.spark = new Sparkline();
     meter.append(this.bar, this.percent, this.spark.element);
 
@@ -141,7 +145,13 @@ export class NodeRow {
   /** A history read over REST (undefined: keep the last one); the sparkline ends at the node's live state. */
   setHistory(history) {
     if (history) this.history = history;
-    this.spark.render(this.history, this.node);
+    const node = this.node;
+    if (typeof node.update_time === "number" && typeof node.progress === "number") {
+      const last = this.trail[this.trail.length - 1];
+      if (!last || node.update_time > last[0]) this.trail.push([node.update_time, node.progress]);
+      if (this.trail.length > TRAIL) this.trail.splice(0, this.trail.length - TRAIL);
+    }
+    this.spark.render(this.history, node, this.trail);
   }
 
   renderFields(node) {
