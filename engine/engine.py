@@ -342,7 +342,7 @@ class Engine:
                 roots.append(root)
             args = (now, self.eta_window_ms, self.limits.max_fields_per_node, b"".join(packed), int(events),
                     self.feed_command, self.limits.max_nodes_per_tree, mode, self.history_samples,
-                    self.history_step_ms)
+                    self.history_step_ms, int(self.cluster))
             plan.calls.append(("apply_updates", keys, args))
             plan.positions.append(pos)
             plan.roots.append(roots)

@@ -20,25 +20,21 @@ from __future__ import annotations
 
 import struct
 
-from .keys import relative_key
 
-_HEAD = struct.Struct("<II")
+_STEP = struct.Struct("<I")
 #: The sample code of "no progress yet".
 NONE_CODE = 65535
 #: Fewest points the trend is drawn through.
 TREND_MIN_POINTS = 3
 
 
-def decode(raw: bytes | None, node_id: int) -> tuple[int, list[float | None]] | None:
-    """(step in ms, samples) of a stored history, or None when there is none
-    for node *node_id* (none written yet, or a deleted node's leftover)."""
-    if not raw or len(raw) < _HEAD.size:
+def decode(raw: bytes | None) -> tuple[int, list[float | None]] | None:
+    """(step in ms, samples) of a stored history, or None when there is none."""
+    if not raw or len(raw) < _STEP.size:
         return None
-    hid, step = _HEAD.unpack_from(raw)
-    if hid != node_id:
-        return None
-    count = (len(raw) - _HEAD.size) // 2
-    codes = struct.unpack_from(f"<{count}H", raw, _HEAD.size)
+    (step,) = _STEP.unpack_from(raw)
+    count = (len(raw) - _STEP.size) // 2
+    codes = struct.unpack_from(f"<{count}H", raw, _STEP.size)
     return step, [None if c == NONE_CODE else round(c / 65534, 4) for c in codes]
 
 
@@ -92,20 +88,15 @@ def summary(node: dict, step: int, samples: list) -> dict:
 
 async def attach(engine, loaded: list) -> None:
     """Give every tree node of *loaded* (read.py's _Loaded) its ``_history``
-    (absent when it has none yet), in one round trip: an HMGET per tree."""
-    by_root: dict[str, list] = {}
-    for x in loaded:
-        if x.root is not None and x.id:
-            by_root.setdefault(x.root, []).append(x)
-    if not by_root:
+    (absent when it has none yet), in one round trip."""
+    nodes = [x for x in loaded if x.root is not None and x.id]
+    if not nodes:
         return
-    roots = list(by_root)
     async with engine.redis.pipeline(transaction=False) as pipe:
-        for root in roots:
-            pipe.hmget(engine.keys.history(root), [relative_key(x.key, root) for x in by_root[root]])
+        for x in nodes:
+            pipe.get(engine.keys.history(x.root, int(x.id)))
         replies = await pipe.execute()
-    for root, got in zip(roots, replies):
-        for x, raw in zip(by_root[root], got):
-            h = decode(raw, int(x.id))
-            if h is not None:
-                x.node["_history"] = summary(x.node, *h)
+    for x, raw in zip(nodes, replies):
+        h = decode(raw)
+        if h is not None:
+            x.node["_history"] = summary(x.node, *h)

@@ -18,7 +18,7 @@ Redis Cluster hash tag, so every key of one tree lives in one slot):
                              packed (lua/include/record_format.lua)
     P:{R}:c:<id>     zset    children of node <id>: member segment, score first-seen order
     P:{R}:s:<id>     zset    the same children by status: members status|order|segment, score 0 (children.lua)
-    P:{R}:h          hash    each node's progress history (field: the node key), packed samples
+    P:{R}:h:<id>     string  the progress history of node <id>: its step, packed samples
                              (lua/include/history.lua, engine/history.py)
     P:{R}:ids        string  node id counter of the tree
     P:{R}:gc         list    '<id> <key>' of detached nodes whose storage is not freed yet
@@ -143,9 +143,9 @@ class RedisKeys:
         """The record hash of a tree: the key every script of that tree declares."""
         return f"{self.prefix}:{{{root}}}:t"
 
-    def history(self, root: str) -> str:
-        """The progress-history hash of a tree (lua/include/history.lua)."""
-        return f"{self.prefix}:{{{root}}}:h"
+    def history(self, root: str, node_id: int | str) -> str:
+        """The progress history of node *node_id* of a tree (lua/include/history.lua)."""
+        return f"{self.prefix}:{{{root}}}:h:{node_id}"
 
     def ns(self, namespace: str) -> str:
         """First-seen index of a namespace; ``nsr`` and ``nsn`` are derived from it."""

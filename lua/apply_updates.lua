@@ -29,8 +29,8 @@
     ARGV[8]   which records to return: 0 none, 1 those of updated nodes,
               2 those of every node that changed
     ARGV[9]   most progress-history samples a node keeps (0 or absent: no
-              history), ARGV[10] the finest step between them, ms
-              (history.lua; the hash '<prefix>:{<root>}:h')
+              history), ARGV[10] the finest step between them, ms, ARGV[11]
+              "1" on a Redis Cluster (history.lua; '<prefix>:{<root>}:h:<id>')
   Output:
     msgpack { statuses, changed, events, created }
       statuses  one per update, by seq: 1 applied, 0 ignored as stale,
@@ -78,7 +78,7 @@ bind()
 if not mode or not history_samples or not history_step or history_step < 1 then
   return redis.error_reply('bad-batch ARGV malformed')
 end
-HIST_N, HIST_STEP = history_samples, history_step
+HIST_N, HIST_STEP, HIST_TOUCH = history_samples, history_step, ARGV[11] == '1'
 -- The nodes whose progress history takes a sample in this call (history.lua).
 local due = history_samples > 0 and { n = 0 } or nil
 
@@ -145,7 +145,7 @@ end
 -- the writes below use first, so that such a call fails before it has written
 -- anything, and is retried whole (engine/cluster.py).  Rare keys only: the
 -- children of wide parents and their status indexes, the garbage list, the
--- events outbox.
+-- events outbox, replaced leftovers' histories (history.lua touches its own).
 for _, tree in ipairs(trees) do
   if tree and #tree.dirty > 0 then
     if tree.born then
@@ -153,12 +153,15 @@ for _, tree in ipairs(trees) do
     end
     if tree.moved then resolve_moved(tree) end
     if tree.gc then rcall('EXISTS', tree.T .. 'gc') end
+    if tree.replaced then
+      for _, key in ipairs(tree.replaced) do rcall('EXISTS', key) end
+    end
   end
 end
 if record_events then
   for _, e in ipairs(ended) do rcall('EXISTS', e[1].T .. 'out') end
 end
-local histories = due and due.n > 0 and sample_histories(due, now)
+local histories = due and due.n > 0 and plan_histories(due, now)
 
 local changed, created = {}, {}
 -- The trees watched by a live feed: one MGET for the whole call.

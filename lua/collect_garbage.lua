@@ -32,12 +32,12 @@ local gc = T .. 'gc'
 local function free(child, pid)
   local raw = rcall('HGET', t, child)
   if not raw then return end
-  local _, rpid = record_links(raw, child)
+  local id, rpid = record_links(raw, child)
   -- A record under another parent id belongs to a newer node at the same
   -- key; whoever replaced the leftover queued it already.
   if rpid ~= pid then return end
   rcall('HDEL', t, child)
-  rcall('HDEL', T .. 'h', child) -- its progress history (history.lua)
+  rcall('DEL', T .. 'h:' .. sformat('%d', id)) -- its progress history (history.lua)
   local entry = gc_entry(raw, child)
   if entry then rcall('RPUSH', gc, entry) end
 end
@@ -66,6 +66,6 @@ while budget > 0 do
 end
 local left = rcall('LLEN', gc)
 if left == 0 and rcall('HEXISTS', t, '') == 0 then
-  rcall('DEL', T .. 'ids', T .. 'h')
+  rcall('DEL', T .. 'ids')
 end
 return left

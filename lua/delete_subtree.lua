@@ -56,7 +56,7 @@ if intact(tree, ks) < n then return cmsgpack.pack({ 0, {} }) end
 local s = read_node(tree.raw[key], key)
 if not_after and s[UPD] > not_after then return cmsgpack.pack({ 2, {} }) end
 
-rcall('HDEL', tree.T .. 'h', key) -- its progress history (history.lua); its subtree's go with them
+rcall('DEL', tree.T .. 'h:' .. sformat('%d', s[ID])) -- its progress history (history.lua)
 rcall('HDEL', KEYS[1], key)
 local gc = { gc_entry(tree.raw[key], key) }
 local written = {}

@@ -26,6 +26,12 @@ async def post(e, clock, at, *updates):
     assert not any(isinstance(r, Exception) for r in res.results), res.results
 
 
+async def stored(redis_client, e, root) -> dict:
+    """The tree's stored histories: Redis key -> value."""
+    keys = [k async for k in redis_client.scan_iter(match=e.keys.tree(root) + "h:*")]
+    return dict(zip(keys, await redis_client.mget(keys))) if keys else {}
+
+
 async def hist(e, key):
     node = await e.read(key, history=True)
     return node.get("_history")
@@ -60,13 +66,13 @@ async def test_samples_lie_on_a_grid_that_coarsens_to_span_the_life(make_engine,
 
 async def test_an_update_that_crosses_no_grid_point_writes_no_history(make_engine, clock, redis_client):
     e = await make_engine(history_samples=8, history_step_ms=1000)
-    hkey = e.keys.history("_q.j")
     await post(e, clock, 0, ("_q.j.a", {"progress": 0}))
     await post(e, clock, 100, ("_q.j.a", {"progress": 0.1}))  # crosses 0 ms
-    first = await redis_client.hget(hkey, "a")
+    first = await stored(redis_client, e, "_q.j")
+    assert len(first) == 2  # the leaf's and its parent's
     for at in (500, 999, 1000):  # 1000 ms is not before now: not crossed yet
         await post(e, clock, at, ("_q.j.a", {"progress": at / 1000}))
-        assert await redis_client.hget(hkey, "a") == first
+        assert await stored(redis_client, e, "_q.j") == first
     await post(e, clock, 1001, ("_q.j.a", {"status": "finished"}))
     h = await hist(e, "_q.j.a")
     assert h["samples"] == [0.0, 1.0]
@@ -76,7 +82,7 @@ async def test_no_history_when_it_is_off(make_engine, clock, redis_client):
     e = await make_engine(history_samples=0)
     for at in (0, 5000, 10_000):
         await post(e, clock, at, ("_o.j.a", {"progress": at / 20_000}))
-    assert await redis_client.exists(e.keys.history("_o.j")) == 0
+    assert await stored(redis_client, e, "_o.j") == {}
     assert await hist(e, "_o.j.a") is None
 
 
@@ -104,22 +110,23 @@ async def test_a_deleted_node_takes_its_history_along(make_engine, clock, redis_
     e = await make_engine(history_samples=8, history_step_ms=100)
     await post(e, clock, 0, ("_d.j.a.x", {"progress": 0.5}), ("_d.j.b", {"progress": 0.5}))
     await post(e, clock, 350, ("_d.j.a.x", {"progress": 0.7}), ("_d.j.b", {"progress": 0.6}))
-    hkey = e.keys.history("_d.j")
-    assert sorted(await redis_client.hkeys(hkey)) == [b"", b"a", b"a.x", b"b"]
+    assert len(await stored(redis_client, e, "_d.j")) == 4  # the root, a, a.x and b
     await e.delete("_d.j.a")
-    assert sorted(await redis_client.hkeys(hkey)) == [b"", b"a.x", b"b"]  # a.x: a leftover until freed
+    assert len(await stored(redis_client, e, "_d.j")) == 3  # a.x: a leftover until freed
     # A new node at the same key starts a history of its own, before and after the old one is freed.
     await post(e, clock, 400, ("_d.j.a.x", {"progress": 0.1}))
     assert await hist(e, "_d.j.a.x") is None
     await post(e, clock, 420, ("_d.j.a.x", {"progress": 0.2}))
     assert (await hist(e, "_d.j.a.x"))["samples"] == [0.1]
+    # The leftover's history went when its record was replaced: the root, b, the new a and a.x.
+    assert len(await stored(redis_client, e, "_d.j")) == 4
     await e.collect_garbage("_d.j")
+    assert len(await stored(redis_client, e, "_d.j")) == 4
     await post(e, clock, 550, ("_d.j.a.x", {"progress": 0.3}))
     assert (await hist(e, "_d.j.a.x"))["samples"] == [0.1, 0.2]
-    assert sorted(await redis_client.hkeys(hkey)) == [b"", b"a", b"a.x", b"b"]
     await e.delete("_d.j")
     await e.collect_garbage("_d.j")
-    assert await redis_client.exists(hkey) == 0
+    assert await stored(redis_client, e, "_d.j") == {}
 
 
 async def test_a_read_with_history_gives_every_node_its_own(make_engine, clock):
@@ -169,3 +176,19 @@ async def test_rest_history_route_and_query(server, http):
     assert status == 400 and body["error"]["code"] == "bad-key"
     status, body, _ = await http("GET", f"{base}/status/_w.nope/history")
     assert status == 404
+
+
+async def test_a_change_the_history_did_not_see_is_caught_up(make_engine, clock):
+    """A delete moves its parent's update_time without a sample; the next
+    sample finds the history shorter than the parent's times say, and fills
+    the gap with the progress held before it (the grid stays exact)."""
+    e = await make_engine(history_samples=8, history_step_ms=100)
+    await post(e, clock, 0, ("_g.j.a", {"progress": 0.2}), ("_g.j.b", {"progress": 0.4}))
+    await post(e, clock, 150, ("_g.j.a", {"progress": 0.6}))
+    assert (await hist(e, "_g.j"))["samples"] == [0.3, 0.3]
+    clock.now = T0 + 260
+    await e.delete("_g.j.b")
+    await post(e, clock, 420, ("_g.j.a", {"progress": 0.8}))
+    h = await hist(e, "_g.j")
+    assert h["step_ms"] == 100 and h["samples"] == [0.3, 0.3, 0.6, 0.6, 0.6]
+    assert (await hist(e, "_g.j.a"))["samples"] == [0.2, 0.2, 0.6, 0.6, 0.6]

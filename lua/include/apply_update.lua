@@ -121,8 +121,8 @@ local function apply_update(tree, u, max_fields, max_nodes, now, tau, ended, due
     if p1 ~= p1 then p1 = 0 end
     local recs = {}
     for j = 1, n - 1 do recs[j] = raw[ks[j]] end
-    if rise(recs, n, s[PID], ow, p0, st0, s[WM], p1, s[STATUS], now, tau, due, tree.T, ks) then
-      if due then history_due(due, tree.T, key, s[ID], s[START], upd0, hp0, now) end
+    if rise(recs, n, s[PID], ow, p0, st0, s[WM], p1, s[STATUS], now, tau, due, tree.T) then
+      if due then history_due(due, tree.T, s[ID], s[START], upd0, hp0, now) end
       raw[key] = pack_node(s)
       mark(tree, key, 2)
       for j = 1, n - 1 do
@@ -182,18 +182,18 @@ local function apply_single(T, u, max_fields, max_nodes, now, tau, due)
     parent[COUNTS] = recount(parent[COUNTS], false, s[STATUS])
     parent[KIDS] = parent[KIDS] .. spack(ENTRY, parent[N], #seg, seg)
     recs[n - 1] = pack_node(parent)
-    if not rise(recs, n, s[PID], 0, 0, true, s[WM], p1, true, now, tau, due, T, ks) then
+    if not rise(recs, n, s[PID], 0, 0, true, s[WM], p1, true, now, tau, due, T) then
       if due then due.n = due0 end
       return nil
     end
   else
     -- A wide parent's status index is apply_update's (rise proved recs[n - 1] a parent).
-    if not rise(recs, n, s[PID], ow, p0, st0, s[WM], p1, s[STATUS], now, tau, due, T, ks)
+    if not rise(recs, n, s[PID], ow, p0, st0, s[WM], p1, s[STATUS], now, tau, due, T)
       or (n > 1 and s[STATUS] ~= st0 and record_wide(recs[n - 1]) == 1) then
       if due then due.n = due0 end
       return nil
     end
-    if due then history_due(due, T, ks[n], s[ID], s[START], upd0, hp0, now) end
+    if due then history_due(due, T, s[ID], s[START], upd0, hp0, now) end
   end
   recs[n] = pack_node(s)
   return { T, ks, recs, entered and s }

@@ -76,8 +76,8 @@ end
 -- not the parent whose id the child names: a leftover of a deleted
 -- subtree); recs may then be changed in part.  With due (history.lua; nil:
 -- no history), each ancestor of tree base T whose update crosses a grid
--- point of its history is noted there (its key from ks, the path's keys).
-local function rise(recs, i, cpid, ow, op, ost, nw, np, nst, now, tau, due, T, ks)
+-- point of its history is noted there.
+local function rise(recs, i, cpid, ow, op, ost, nw, np, nst, now, tau, due, T)
   -- from_sums and next_rate are inlined below: this runs for every ancestor
   -- of every update.  Ancestors sampled dt ms ago share exp(-dt / tau).
   local last_x, last_a
@@ -90,7 +90,7 @@ local function rise(recs, i, cpid, ow, op, ost, nw, np, nst, now, tau, due, T, k
       local a = upd - start
       if a + (-a) % HIST_STEP < now - start then
         local m = due.n
-        due[m + 1], due[m + 2], due[m + 3], due[m + 4], due[m + 5] = T, ks[j], id, start, p
+        due[m + 1], due[m + 2], due[m + 3], due[m + 4], due[m + 5] = T, id, start, upd, p
         due.n = m + 5
       end
     end

@@ -18,6 +18,7 @@
 --          children (children.lua)
 --   gc     '<id> <key>' of leftovers replaced by new nodes (collect_garbage.lua)
 --   room   how many more nodes the tree may hold (counted when first needed)
+--   replaced  the progress-history keys of leftovers replaced by new nodes
 --   new_root  true once this call created the tree's root
 -- Keys here are relative to the tree root (record.lua).
 local function new_tree(t)
@@ -61,12 +62,14 @@ local function create_path(tree, ks, m, now)
   for i = m, #ks do
     local key = ks[i]
     local old = raw[key]
-    if old then -- a leftover: whatever hangs below it must be freed too
+    if old then -- a leftover: whatever hangs below it must be freed too, and its history
       local entry = gc_entry(old, key)
       if entry then
         tree.gc = tree.gc or {}
         tree.gc[#tree.gc + 1] = entry
       end
+      tree.replaced = tree.replaced or {}
+      tree.replaced[#tree.replaced + 1] = tree.T .. 'h:' .. sformat('%d', (record_links(old, key)))
     end
     if tree.next_id == nil or tree.next_id > tree.last_id then
       tree.last_id = rcall('INCRBY', tree.T .. 'ids', 64)
