@@ -42,7 +42,7 @@ class Settings:
     history_samples: int = field(default=64, metadata={"min": 0, "max": 65535,
         "help": "most progress-history samples a node keeps (?history=1, GET /status/<key>/history); "
                 "the step between them doubles as the node ages, so they span its whole life; 0: no history "
-                "(about 2 bytes a sample of Redis memory per node: docs/storage.md)"})
+                "(a full history is ~253 B of Redis memory a node: docs/storage.md)"})
     history_step: float = field(default=1.0, metadata={"min": 0.001,
         "help": "seconds: the finest step between history samples (a node's first ones)"})
     stall_after: float = field(default=600.0, metadata={"min": 0, 
