@@ -437,7 +437,8 @@ class Engine:
             self.redis,
             [("delete_subtree", [self.keys.records(root)],
               [now, self.eta_window_ms, relative_key(key, root), int(snapshots), self.feed_command,
-               "" if not_after is None else not_after])])
+               "" if not_after is None else not_after, self.history_samples, self.history_step_ms,
+               int(self.cluster)])])
         if isinstance(reply, ProgressError):
             raise reply
         found, flat = unpack(reply)

@@ -13,13 +13,15 @@ rate with a time constant of ``--eta-window`` (records.py): it follows a
 change of pace within minutes, and so it also swings with a job whose
 progress comes in bursts.  The trend fits a straight line, by least
 squares, through the history's points of the last half of the node's life
-(at least its last 4 samples) and the current point; its eta is where that
-line reaches 1.  Over a long job it is the steadier of the two.
+(at least its last 4 samples), the current point and, for a node below 1,
+its progress still held now; its eta carries the progress now forward at
+that line's slope.  Over a long job it is the steadier of the two.
 """
 from __future__ import annotations
 
 import struct
 
+from .records import now_ms
 
 _STEP = struct.Struct("<I")
 #: The sample code of "no progress yet".
@@ -48,12 +50,20 @@ def points(node: dict, step: int, samples: list) -> list[list]:
     return out
 
 
-def trend(pts: list[list], start: int) -> tuple[float | None, int | None]:
+def trend(pts: list[list], start: int, now: int | None = None) -> tuple[float | None, int | None]:
     """(rate per second, eta in ms) of the straight line through the points of
     the last half of the node's life (at least the last 4 samples and the
-    current point); (None, None) when there are too few points or no forward
-    pace.  A node at 1 has no eta."""
+    current point); (None, None) when there are too few points, no forward
+    pace, or no progress now.  A node below 1 holds its progress from its
+    last point until *now*, so that is a point too: a node that stalls
+    flattens its own line.  The eta carries the progress of the last point
+    forward at the line's slope, so it never lies before it (or *now*).  A
+    node at 1 has no eta."""
+    if not pts or pts[-1][1] is None:
+        return None, None
     known = [(t, p) for t, p in pts if p is not None]
+    if now is not None and known[-1][1] < 1 and now > known[-1][0]:
+        known.append((now, known[-1][1]))
     if len(known) < TREND_MIN_POINTS:
         return None, None
     last_t, last_p = known[-1]
@@ -74,15 +84,19 @@ def trend(pts: list[list], start: int) -> tuple[float | None, int | None]:
         return (0.0 if slope == 0 else round(slope * 1000, 9)), None
     if last_p >= 1:
         return round(slope * 1000, 9), None
-    # Where the line reaches 1, from the line's value at the last point.
-    at_last = mp + slope * (last_t - mt)
-    return round(slope * 1000, 9), int(last_t + (1 - at_last) / slope)
+    return round(slope * 1000, 9), int(last_t + (1 - last_p) / slope)
 
 
-def summary(node: dict, step: int, samples: list) -> dict:
+#: Statuses after which a node is not expected to move: no trend eta.
+_ENDED = frozenset(("finished", "failed", "canceled"))
+
+
+def summary(node: dict, step: int, samples: list, now: int | None = None) -> dict:
     """The ``_history`` of a node: step, samples (sample j at start_time + j ×
-    step_ms) and the trend."""
-    rate, eta = trend(points(node, step, samples), node["start_time"])
+    step_ms) and the trend (as of *now*)."""
+    rate, eta = trend(points(node, step, samples), node["start_time"], now)
+    if node.get("status") in _ENDED:
+        eta = None
     return {"step_ms": step, "samples": samples, "trend_rate": rate, "trend_eta": eta}
 
 
@@ -90,13 +104,14 @@ async def attach(engine, loaded: list) -> None:
     """Give every tree node of *loaded* (read.py's _Loaded) its ``_history``
     (absent when it has none yet), in one round trip."""
     nodes = [x for x in loaded if x.root is not None and x.id]
-    if not nodes:
+    if not nodes or not engine.history_samples:  # off: what an earlier run wrote is not shown, frozen
         return
     async with engine.redis.pipeline(transaction=False) as pipe:
         for x in nodes:
             pipe.get(engine.keys.history(x.root, int(x.id)))
         replies = await pipe.execute()
+    now = now_ms()
     for x, raw in zip(nodes, replies):
         h = decode(raw)
         if h is not None:
-            x.node["_history"] = summary(x.node, *h)
+            x.node["_history"] = summary(x.node, *h, now)

@@ -159,6 +159,26 @@ def test_the_trend_is_the_least_squares_line_of_the_last_half():
     assert history.trend([[0, 0.1], [100, 0.2]], 0) == (None, None)
 
 
+def test_the_trend_eta_is_never_in_the_past():
+    """A node that stops moving holds its progress until now: its line
+    flattens, and the eta carries that progress on from now."""
+    node = {"start_time": 0, "update_time": 1000, "progress": 0.45}
+    samples = [0.0, 0.025, 0.05, 0.075, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4]
+    pts = history.points(node, 100, samples)
+    assert history.trend(pts, 0, now=1000) == history.trend(pts, 0)  # nothing held past its update yet
+    for now in (2100, 3000, 60_000):  # its eta by the line was 2100 ms
+        rate, eta = history.trend(pts, 0, now=now)
+        assert rate < 0.5 and eta > now
+        assert eta == pytest.approx(now + 0.55 / (rate / 1000), abs=1)
+    # No progress now (it was set to null): no trend, whatever came before.
+    gone = history.points({"start_time": 0, "update_time": 1000, "progress": None}, 100, samples)
+    assert history.trend(gone, 0, now=1500) == (None, None)
+    # A node whose status ended has no trend eta.
+    done = dict(node, status="failed")
+    assert history.summary(done, 100, samples, 1500)["trend_eta"] is None
+    assert history.summary(node, 100, samples, 1500)["trend_eta"] > 1500
+
+
 async def test_rest_history_route_and_query(server, http):
     base, app = server
     service = app.settings["service"]
@@ -178,17 +198,45 @@ async def test_rest_history_route_and_query(server, http):
     assert status == 404
 
 
-async def test_a_change_the_history_did_not_see_is_caught_up(make_engine, clock):
-    """A delete moves its parent's update_time without a sample; the next
-    sample finds the history shorter than the parent's times say, and fills
-    the gap with the progress held before it (the grid stays exact)."""
+async def test_a_delete_samples_the_ancestors_it_changes(make_engine, clock):
+    """A delete moves its parent's progress and update_time: the grid points
+    the parent crossed until then take the progress it held before."""
     e = await make_engine(history_samples=8, history_step_ms=100)
     await post(e, clock, 0, ("_g.j.a", {"progress": 0.2}), ("_g.j.b", {"progress": 0.4}))
     await post(e, clock, 150, ("_g.j.a", {"progress": 0.6}))
     assert (await hist(e, "_g.j"))["samples"] == [0.3, 0.3]
     clock.now = T0 + 260
-    await e.delete("_g.j.b")
+    await e.delete("_g.j.b")  # 200 ms: the root held (0.6 + 0.4) / 2 until now
+    assert (await hist(e, "_g.j"))["samples"] == [0.3, 0.3, 0.5]
     await post(e, clock, 420, ("_g.j.a", {"progress": 0.8}))
     h = await hist(e, "_g.j")
-    assert h["step_ms"] == 100 and h["samples"] == [0.3, 0.3, 0.6, 0.6, 0.6]
+    assert h["step_ms"] == 100 and h["samples"] == [0.3, 0.3, 0.5, 0.6, 0.6]
     assert (await hist(e, "_g.j.a"))["samples"] == [0.2, 0.2, 0.6, 0.6, 0.6]
+    # Deeper: every ancestor of the deleted node is sampled, none is skipped.
+    await post(e, clock, 500, ("_g.j.x.y.z", {"progress": 1}), ("_g.j.x.y.w", {"progress": 0}))
+    clock.now = T0 + 730
+    await e.delete("_g.j.x.y.w")
+    # x.y held (1 + 0) / 2 from its start at 500 ms: at 500, 600 and 700 ms; so did x.
+    assert (await hist(e, "_g.j.x.y"))["samples"] == [0.5, 0.5, 0.5]
+    assert (await hist(e, "_g.j.x"))["samples"] == [0.5, 0.5, 0.5]
+    # The root held (0.8 + 0.5) / 2 over the same times.
+    assert (await hist(e, "_g.j"))["samples"] == [0.3, 0.3, 0.5, 0.6, 0.6, 0.65, 0.65, 0.65]
+    assert (await e.read("_g.j"))["progress"] == 0.9
+
+
+async def test_a_history_written_under_another_step_is_resampled(make_engine, clock):
+    """Restarted with another --history-step, a node's next sample finds a
+    value the record does not account for: it is resampled onto the new
+    grid (each point takes the stored sample at or before its time), never
+    relabelled."""
+    e = await make_engine(history_samples=64, history_step_ms=100)
+    for k in range(12):  # +0.01 every 250 ms
+        await post(e, clock, 250 * k, ("_st.j", {"progress": k / 100}))
+    assert (await hist(e, "_st.j"))["samples"][:6] == [0.0, 0.0, 0.0, 0.01, 0.01, 0.02]
+    e2 = await make_engine(history_samples=64, history_step_ms=300)  # the same prefix: the same trees
+    await post(e2, clock, 3100, ("_st.j", {"progress": 0.2}))
+    h = await hist(e2, "_st.j")
+    assert h["step_ms"] == 300
+    # What the node held at 0, 300, ..., 3000 ms: 0.01 from 250 ms, 0.02 from
+    # 500 ms, ..., 0.11 from 2750 ms on.
+    assert h["samples"] == [min(t // 250, 11) / 100 for t in range(0, 3100, 300)]

@@ -49,25 +49,27 @@ local function grid(age)
   return step, points
 end
 
--- Every other sample of body, from the first.
-local function thinned(body)
-  local out = {}
-  for j = 1, #body, 4 do out[#out + 1] = ssub(body, j, j + 1) end
-  return table.concat(out)
-end
-
 -- The whole value of a history whose stored value is v (false: none), made
--- right for step and points grid points: thinned to step, then padded
--- with sample (a packed uint16).
+-- right for step and points grid points: sample i (at i × step) is the
+-- stored one at the last of its grid points not after that time (when the
+-- step doubled, every other sample, from the first: those stay exact; a
+-- value stored under another finest step is resampled so, rather than
+-- relabelled), then padded with sample (a packed uint16).
 local function rebuilt(v, step, points, sample)
   local body = ''
   if v and #v >= 4 then
     local stored = sunpack('<I4', v)
-    if stored <= step then
-      body = ssub(v, 5)
-      while stored < step do
-        body, stored = thinned(body), stored * 2
+    local old = ssub(v, 5)
+    if stored == step then
+      body = old
+    elseif stored > 0 then
+      local have, out = (#old - #old % 2) / 2, {}
+      for i = 0, points - 1 do
+        local j = mfloor(i * step / stored)
+        if j >= have then break end
+        out[i + 1] = ssub(old, 2 * j + 1, 2 * j + 2)
       end
+      body = table.concat(out)
     end
   end
   if #body > 2 * points then body = ssub(body, 1, 2 * points) end
