@@ -184,7 +184,7 @@ class BaseHandler(tornado.web.RequestHandler):
         (Done here, for reads, rather than by Tornado's compress_response for
         every answer: its transform costs each small POST answer ~10 % of the
         server's time, bench/README.md, "REST".)"""
-        self.set_header("Vary", "Accept-Encoding")
+        self.add_header("Vary", "Accept-Encoding")  # beside set_default_headers' Vary: Origin
         if len(body) >= GZIP_MIN_BYTES and "gzip" in self.request.headers.get("Accept-Encoding", ""):
             self.set_header("Content-Encoding", "gzip")
             body = gzip.compress(body, compresslevel=6)
@@ -257,7 +257,7 @@ class BodyHandler(BaseHandler):
         self._chunks: list[bytes] = []
         self._size = 0
         self._limit = self.engine.limits.max_body_bytes
-        self._refusal: ProgressError | None = None
+        self._refusal: ProgressError | tornado.web.HTTPError | None = None
         self._too_large = False
         length = self.request.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > self._limit:
@@ -265,8 +265,10 @@ class BodyHandler(BaseHandler):
             return
         try:
             super().prepare()
-        except ProgressError as e:
+        except (ProgressError, tornado.web.HTTPError) as e:
             # Raised once the body is in: by the method Tornado then calls.
+            # (Answered here, before the body is read, the connection would
+            # close without saying so: 414 and 431 are deferred the same way.)
             self._refusal = e
             setattr(self, self.request.method.lower(), self._refused)
 
@@ -359,6 +361,10 @@ class HistoryHandler(BodyHandler):
 
     route = "/status/{key}/history"
 
+    async def head(self, key: str) -> None:
+        """GET's headers (Tornado sends no body for HEAD)."""
+        await self.get(key)
+
     async def get(self, key: str) -> None:
         self.grant.check_read(key)
         if is_namespace(key):
@@ -366,12 +372,12 @@ class HistoryHandler(BodyHandler):
         node = await self.engine.read(key, history=True)
         h = node.get("_history")
         step, samples = (h["step_ms"], h["samples"]) if h else (self.engine.history_step_ms, [])
-        pts = histories.points(node, step, samples)
-        rate, eta = histories.trend(pts, node["start_time"])
+        now = now_ms()
+        trend = histories.summary(node, step, samples, now)
         self.send_json({"key": key, "start_time": node["start_time"], "update_time": node.get("update_time"),
                         "progress": node.get("progress"), "status": node.get("status"), "eta": node.get("eta"),
-                        "step_ms": step, "points": pts, "trend_rate": rate, "trend_eta": eta,
-                        "_now": now_ms()})
+                        "step_ms": step, "points": histories.points(node, step, samples),
+                        "trend_rate": trend["trend_rate"], "trend_eta": trend["trend_eta"], "_now": now})
 
 
 class NodeHandler(BodyHandler):
@@ -388,12 +394,12 @@ class NodeHandler(BodyHandler):
         stalled = self.get_query_argument("stalled", "")
         if stalled not in ("", "0", "1"):
             raise bad("bad-stalled", "stalled must be 1 (list the stalled nodes) or 0")
-        if stalled == "1":
-            await self._stalled(key)
-            return
         history = self.get_query_argument("history", "")
         if history not in ("", "0", "1"):
             raise bad("bad-history", "history must be 1 (each tree node with its _history) or 0")
+        if stalled == "1":
+            await self._stalled(key)
+            return
         body = await self.engine.read_json(
             key,
             depth=self._int_arg("depth", 1),

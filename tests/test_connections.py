@@ -151,14 +151,34 @@ async def test_a_url_far_too_long_gets_414(server):
         conn.close()
 
 
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+async def test_a_too_long_url_or_too_many_header_bytes_keep_the_connection(server, method):
+    """414 and 431 are answered on routes that stream their body too: the
+    connection stays usable (or the answer says it closes)."""
+    base, _ = server
+    body = b'{"progress": 0.5}' if method == "POST" else b""
+    asks = [(f"/status/_u.{'x' * 9000}", {}, 414), (f"/status/_u.{'x' * 9000}/history", {}, 414),
+            ("/status/_u.j.a", {"X-Filler": "y" * 33_000}, 431)]
+    conn = await Raw(base).open()
+    try:
+        for path, headers, expected in asks:
+            status, got, answer = await conn.request(method, path, body, headers)
+            assert status == expected and orjson.loads(answer)["error"]["code"] == f"http-{expected}"
+            assert usable_or_said_so(got), (method, path)
+            assert (await conn.request("GET", "/health"))[0] == 200
+    finally:
+        conn.close()
+
+
 async def test_head_and_wrong_methods(server, http):
     base, _ = server
     await http("POST", f"{base}/status/_h.j.a", {"progress": 0.5})
     conn = await Raw(base).open()
     try:
-        await conn.send(b"HEAD /status/_h.j HTTP/1.1\r\nHost: t\r\n\r\n")
-        head = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), 10)
-        assert head.startswith(b"HTTP/1.1 200") and b"application/json" in head
+        for path in (b"/status/_h.j", b"/status/_h.j.a/history"):
+            await conn.send(b"HEAD " + path + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+            head = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200") and b"application/json" in head, head
         status, headers, body = await conn.request("PUT", "/status/_h.j", b"{}")
         assert status == 405 and orjson.loads(body)["error"]["code"] == "http-405"
         assert set(headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST", "DELETE"}
