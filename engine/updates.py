@@ -6,7 +6,9 @@ An update is a node key and a JSON object of fields:
 * ``weight``    0, or a number in [0.001, 1e6]; default 1 (kept in 1/1000 units)
 * ``status``, ``msg``, ``name``  strings
 * ``ts``        optional producer timestamp (ms): an update older than the
-                node's last applied ``ts`` is ignored
+                node's last applied ``ts`` is ignored; one more than a day
+                ahead of the server's clock is refused (a ts in µs, or 1e300,
+                would make every later true ts stale)
 * any other name (not starting with ``_``, not a server field) with any JSON
   value; ``null`` removes the field.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import math
 import struct
+import time
 from collections.abc import Mapping
 from functools import lru_cache, partial
 
@@ -31,6 +34,8 @@ from .limits import MAX_WEIGHT, MIN_POSITIVE_WEIGHT, Limits
 #: not stored as fields: ``key`` names the node, ``ts`` guards the update.
 SERVER_FIELDS = frozenset({"key", "start_time", "update_time", "end_time", "run_time", "eta", "tasks"})
 _NUMBER = (int, float)
+#: How far ahead of the server's clock a ts may be (producers' clocks drift).
+TS_AHEAD_MS = 86_400_000
 _CONTAINERS = (list, dict)
 dumps = orjson.dumps
 
@@ -76,6 +81,17 @@ def _depth(value) -> int:
         level = [v for c in level for v in (c.values() if type(c) is dict else c) if type(v) in _CONTAINERS]
     return deepest
 
+def _shown(value) -> str:
+    """A refused value as the client wrote it (JSON), cut short."""
+    if type(value) is float and not math.isfinite(value):
+        return repr(value)
+    try:
+        text = dumps(value).decode()
+    except TypeError:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def encode_update(key: str, fields: Mapping, limits: Limits) -> tuple[str, bytes]:
     """Check one update; return its tree root and its entry for apply_updates.lua
     (see _HEAD above: everything but the position in the call).
@@ -102,9 +118,9 @@ def encode_update(key: str, fields: Mapping, limits: Limits) -> tuple[str, bytes
             if value is None:
                 progress = -2.0
             elif type(value) not in _NUMBER or not 0 <= value <= 1:  # NaN fails
-                raise bad("bad-progress", f"progress must be a number from 0 to 1, not {value!r}")
+                raise bad("bad-progress", f"progress must be a number from 0 to 1, not {_shown(value)}")
             else:
-                progress = value
+                progress = value + 0.0  # -0.0 is 0
         elif name == "status":
             if value is None:
                 s_state = 2
@@ -128,6 +144,10 @@ def encode_update(key: str, fields: Mapping, limits: Limits) -> tuple[str, bytes
             if value is not None:
                 if type(value) not in _NUMBER or not math.isfinite(value) or value < 0:
                     raise bad("bad-ts", "ts must be a non-negative number of milliseconds")
+                if value > time.time() * 1000 + TS_AHEAD_MS:
+                    # Applied, it would make every later update with a true ts stale.
+                    raise bad("bad-ts", "ts is more than a day ahead of the server's clock: it must be "
+                                        "milliseconds since the epoch (or a counter)")
                 ts = value
             continue
         else:
@@ -145,7 +165,7 @@ def encode_update(key: str, fields: Mapping, limits: Limits) -> tuple[str, bytes
                 if name == "weight":
                     if type(value) not in _NUMBER or not (value == 0 or MIN_POSITIVE_WEIGHT <= value <= MAX_WEIGHT):
                         raise bad("bad-weight", f"weight must be 0 or a number from {MIN_POSITIVE_WEIGHT} "
-                                                f"to {MAX_WEIGHT}, not {value!r}")
+                                                f"to {MAX_WEIGHT}, not {_shown(value)}")
                 elif name == "name" and type(value) is not str:
                     raise bad("bad-type", "name must be a string")
                 if type(value) in _CONTAINERS and _depth(value) > limits.max_value_depth:

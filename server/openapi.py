@@ -75,7 +75,9 @@ UPDATE = {
                              {"type": "number", "minimum": MIN_POSITIVE_WEIGHT, "maximum": MAX_WEIGHT}]},
         "status": {"type": ["string", "null"], "minLength": 1, "maxLength": _LIMITS.max_status_chars},
         "msg": {"type": ["string", "null"]}, "name": {"type": ["string", "null"]},
-        "ts": {"type": ["number", "null"], "minimum": 0}}}
+        "ts": {"type": ["number", "null"], "minimum": 0,
+               "description": "producer timestamp, ms since the epoch (or a counter); an update older than the "
+                              "node's last ts is ignored; more than a day ahead of the server's clock: 400 bad-ts"}}}
 
 #: A batch item is checked on its own: one that is not an update with a key
 #: gets an error in its result, and the others still apply.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import schemathesis
@@ -19,6 +20,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from sca_progress.engine.keys import is_namespace
+from sca_progress.engine.updates import TS_AHEAD_MS
 from sca_progress.server.openapi import openapi
 
 from .conftest import RUN_PREFIX
@@ -50,6 +52,14 @@ def test_the_document_is_served(service_url):
     assert doc["openapi"].startswith("3.") and "/status/{key}" in doc["paths"]
 
 
+def _ts_ahead(body) -> bool:
+    """Whether a body holds a ts past the server's bound (now + TS_AHEAD_MS)."""
+    items = body if isinstance(body, list) else [body]
+    bound = time.time() * 1000 + TS_AHEAD_MS
+    return any(isinstance(x, dict) and isinstance(x.get("ts"), (int, float)) and not isinstance(x["ts"], bool)
+               and x["ts"] > bound for x in items)
+
+
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms(case, service_url):
@@ -58,11 +68,13 @@ def test_api_conforms(case, service_url):
               allow_header_conformance]
     query = case.query or {}
     namespace = is_namespace((case.path_parameters or {}).get("key", ""))
-    if (query.get("order") == "recent" and not namespace) or ("status" in query and namespace):
-        # The two documented exceptions (see the parameters' descriptions):
+    if ((query.get("order") == "recent" and not namespace) or ("status" in query and namespace)
+            or _ts_ahead(case.body)):
+        # The documented exceptions (see the parameters' and ts's descriptions):
         # order=recent applies to namespaces, and a tree node answers it with 400
         # bad-order; status= lists a tree node's children, and a namespace answers
-        # it with 400 bad-status. OpenAPI cannot tie a query parameter to the
-        # path's value.
+        # it with 400 bad-status; a ts more than a day ahead of the server's clock
+        # is refused with 400 bad-ts. OpenAPI cannot tie a query parameter to the
+        # path's value, nor a bound to the clock.
         checks.remove(positive_data_acceptance)
     case.call_and_validate(base_url=service_url, checks=checks)

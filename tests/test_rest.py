@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import time
 
 import orjson
 import pytest
@@ -334,3 +335,23 @@ async def test_the_hot_route_answers_as_the_request_handler_does(server, http, m
                                  headers={"X-Request-Id": "job-42.attempt:1"})
     assert status == 200 and resp.headers["X-Request-Id"] == "job-42.attempt:1"
     assert resp.headers["Date"].endswith(" GMT")
+
+
+async def test_a_ts_far_ahead_of_the_clock_is_refused_and_minus_zero_is_zero(server, http):
+    """A ts in µs (or 1e300) would make every later true ts stale for ever:
+    more than a day ahead of the server's clock, it is refused."""
+    base, _ = server
+    now = time.time() * 1000
+    for ts in (1e300, now * 1000, now + 2 * 86_400_000):
+        status, body, _ = await http("POST", f"{base}/status/_ts.j.a", {"progress": 0.1, "ts": ts})
+        assert status == 400 and body["error"]["code"] == "bad-ts", (ts, body)
+        status, body, _ = await http("POST", f"{base}/status", [{"key": "_ts.j.a", "progress": 0.1, "ts": ts}])
+        assert status == 200 and body["results"][0]["error"]["code"] == "bad-ts", body
+    status, body, _ = await http("POST", f"{base}/status/_ts.j.a", {"progress": -0.0, "ts": now + 3_600_000})
+    assert status == 200 and body["_applied"] and body["progress"] == 0 and repr(body["progress"]) == "0.0"
+    status, body, _ = await http("POST", f"{base}/status/_ts.j.a", {"progress": 0.5, "ts": now})
+    assert status == 200 and not body["_applied"]  # an hour's skew still orders updates
+    status, body, _ = await http("POST", f"{base}/status/_ts.j.a", {"progress": True})
+    assert status == 400 and body["error"]["message"].endswith("not true")
+    status, body, _ = await http("GET", f"{base}/status/_ts.j?stalled=1&history=2")
+    assert status == 400 and body["error"]["code"] == "bad-history"
