@@ -90,7 +90,7 @@ class Settings:
     amqp_binding: str = field(default="#", metadata={"help": "binding key of that queue"})
     amqp_partitions: int = field(default=0, metadata={"min": 0, "max": 1024,
         "help": "split the intake into this many single-active-consumer queues behind a consistent-hash "
-                "exchange, so several processes share it in per-node order; 0: one queue (default; "
+                "exchange, so several processes share it in per-node order; 0: one queue ("
                 "16 with --workers above 1)"})
     workers: str = field(default="1", metadata={
         "help": "server processes sharing the HTTP port (each with its own Redis and AMQP connections); "
@@ -109,8 +109,10 @@ class Settings:
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         for f in fields(cls):
-            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                                help=f"{f.metadata.get('help', '')} (${_env_name(f.name)})")
+            shown = f"default {f.default}; " if f.default not in ("", None) else ""
+            # argparse expands %-formats in help: a literal % is written %%.
+            text = f"{f.metadata.get('help', '')} ({shown}${_env_name(f.name)})".replace("%", "%%")
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, help=text)
 
     @classmethod
     def load(cls, args: argparse.Namespace | None = None, environ=os.environ) -> "Settings":

@@ -39,6 +39,24 @@ async def reachable(url: str) -> str | None:
         return f"no AMQP broker answers at {url}: {e!r}"
 
 
+async def consistent_hash_missing(url: str) -> str | None:
+    """None when the broker at *url* takes a consistent-hash exchange (its
+    plugin is enabled), else why not."""
+    conn = await aio_pika.connect(url)
+    try:
+        channel = await conn.channel()
+        name = f"test-{uuid.uuid4().hex[:10]}.chx"
+        try:
+            exchange = await channel.declare_exchange(name, "x-consistent-hash", auto_delete=True)
+        except Exception as e:  # noqa: BLE001 - the broker closes the channel
+            return (f"the broker refuses a consistent-hash exchange ({e!r}): "
+                    "rabbitmq-plugins enable rabbitmq_consistent_hash_exchange")
+        await exchange.delete()
+        return None
+    finally:
+        await conn.close()
+
+
 #: Tests use at most this many --amqp-partitions (their queues are deleted after).
 MAX_TEST_PARTITIONS = 16
 

@@ -13,7 +13,7 @@ import orjson
 import psutil
 import pytest
 
-from .amqp_support import Producer, wait_for
+from .amqp_support import Producer, consistent_hash_missing, require_or_skip, wait_for
 from .conftest import RUN_PREFIX
 from .procs import start_service, stop_service
 
@@ -111,6 +111,9 @@ async def test_partitioned_intake_keeps_each_nodes_order_when_a_worker_dies(redi
     partitioned intake gives each node's messages to one consumer at a time.
     A worker killed mid-drain hands its partitions to the other, which gets
     the dead one's unacknowledged messages first, so the order still holds."""
+    why = await consistent_hash_missing(amqp_url)
+    if why:
+        require_or_skip(why)
     names = amqp_names
     flags = ["--workers", str(workers), "--redis-url", redis_url, "--prefix", f"{RUN_PREFIX}-wq-{os.urandom(3).hex()}",
              "--amqp-url", amqp_url, "--amqp-partitions", "4", "--batch-wait", "0.02",
