@@ -226,24 +226,64 @@ async def shape_a(server, args) -> list[dict]:
     return rows
 
 
+#: What a script call costs Redis with no work in it (shape (b)'s floor).
+NOOP_LIBRARY = "#!lua name=bench_noop\nredis.register_function('bench_noop', function(keys, args) return 1 end)"
+
+
 async def shape_b(server, args) -> list[dict]:
-    """Single updates, awaited one by one.  Two kinds: updates of jobs whose
-    trees exist (what a running job sends: the (a) stream from round 3 on,
-    after each job's announcements came as batches), and each job's very
-    first update, which creates its tree (and lists it in its namespace)."""
+    """Single updates, awaited one by one, of three kinds:
+    - a leaf's first update, which creates it in its job's tree (the (a)
+      stream from round 3 on, after each job's announcements came as
+      batches: the first time each leaf key appears);
+    - a later update of a leaf that exists (what a running job sends most:
+      the same stream, each leaf's second to fifth updates, after the
+      leaves were created unmeasured);
+    - each job's very first update, which creates its tree (and lists it in
+      its namespace);
+    and, first, the floor: a function that does nothing, called as often
+    (what a round trip costs Redis before any script work)."""
     rs = rounds(args.jobs, args.rounds)
+    seen: set[str] = set()
+    creating, existing = [], []
+    for update in (u for r in rs[3:] for u in r):
+        if update[0] in seen:
+            existing.append([update])
+        else:
+            seen.add(update[0])
+            creating.append([update])
+    creating = creating[:args.singles]
+    made = {b[0][0] for b in creating}
+    existing = [b for b in existing if b[0][0] in made][:args.singles]
 
     async def announced(engine):
         for b in one_per_tree_batches(rs[:3], 1000):
             await engine.apply(b, snapshots="none")
 
-    steady = one_per_tree_batches(rs[3:], 1)[:args.singles]
+    async def created(engine):
+        await announced(engine)
+        for b in batches([b[0] for b in creating], 1000):
+            await engine.apply(b, snapshots="none")
+
+    async def noop_loaded(engine):
+        await engine.redis.execute_command("FUNCTION", "LOAD", "REPLACE", NOOP_LIBRARY)
+
+    async def noop_calls(engine, bs):
+        for _ in bs:
+            await engine.redis.execute_command("FCALL", "bench_noop", 1, "bench:{x}:t", "1")
+
     first = one_per_tree_batches(rs[:1], 1)[:args.singles]
-    return [await measure(server, "(b) naive: one script call, trees exist", naive_all, steady, prepare=announced),
-            await measure(server, "(b) engine: Engine.apply of one update, trees exist", engine_run(), steady,
-                          prepare=announced),
-            await measure(server, "(b) engine: Engine.apply of a job's first update (creates its tree)",
-                          engine_run(), first)]
+    floor = []
+    if int(server.version.split(".")[0]) >= 7:
+        floor = [await measure(server, "(b) floor: an FCALL of a function that returns 1", noop_calls, existing,
+                               prepare=noop_loaded)]
+    return floor + [
+            await measure(server, "(b) naive: one script call, a leaf's later update", naive_all, existing,
+                          prepare=created),
+            await measure(server, "(b) engine: a leaf's later update (the leaf exists)", engine_run(), existing,
+                          prepare=created),
+            await measure(server, "(b) engine: a leaf's first update (creates it in its tree)", engine_run(),
+                          creating, prepare=announced),
+            await measure(server, "(b) engine: a job's first update (creates its tree)", engine_run(), first)]
 
 
 async def shape_c(server, args) -> list[dict]:
@@ -445,7 +485,7 @@ def ratios(rows: list[dict]) -> list[str]:
     for r in rows:
         if "naive" in r["label"]:
             naive = r
-        elif naive is not None:
+        elif naive is not None and "first update" not in r["label"]:  # creations have no naive twin
             out.append(f"- {r['label']}: {r['updates_per_s'] / naive['updates_per_s']:.1f}x the naive rate, "
                        f"{naive['script_us'] / r['script_us']:.1f}x less script time and "
                        f"{naive['redis_cpu_us'] / r['redis_cpu_us']:.1f}x less Redis CPU per update")
