@@ -184,7 +184,7 @@ class Engine:
         self.feed_command = ""
         self.scripts = Scripts()
         self.reader = TreeReader(self)
-        self.namespaces = NamespaceIndex(self.keys)
+        self.namespaces = NamespaceIndex(self.keys, speculate=not self.cluster)
 
     async def start(self) -> None:
         """Load the scripts and check that this prefix's trees are in the record
@@ -264,9 +264,11 @@ class Engine:
         if not plan.calls:
             return ApplyResult(results, [], now)
         index = self.namespaces.take_due(now)
-        feed, lookups = self.namespaces.feed_commands(plan.tree_roots(), now)
+        roots = plan.tree_roots()
+        listing, listing_roots = self.namespaces.listing_calls(roots, now)
+        feed, lookups = self.namespaces.feed_commands(roots, now)
         try:
-            replies = await self.scripts.run(self.redis, plan.calls + index + feed)
+            replies = await self.scripts.run(self.redis, plan.calls + index + listing + feed)
         except StorageUnavailable:
             self.namespaces.requeue(index)
             raise
@@ -275,7 +277,9 @@ class Engine:
             if isinstance(r, StorageUnavailable):
                 self.namespaces.requeue(index)
                 raise r
-        self.namespaces.watch_replies(lookups, replies[n + len(index):])
+        m = n + len(index)
+        listed = {root for root, r in zip(listing_roots, replies[m:m + len(listing)]) if r == 1}
+        self.namespaces.watch_replies(lookups, replies[m + len(listing):])
 
         changed: list[tuple[str, bytes]] = []
         ended: list[Event] = []
@@ -297,7 +301,7 @@ class Engine:
             for root, records in zip(roots, flat):
                 if records:
                     changed.extend(keyed_records(root, records, sort=plan.mode == 2))
-        index_now = self.namespaces.applied(applied, created, now)
+        index_now = self.namespaces.applied(applied, created, now, listed)
         if index_now:
             for r in await self.scripts.run(self.redis, index_now):
                 if isinstance(r, ProgressError):

@@ -6,8 +6,12 @@ Every tree is listed in its namespaces (``_portal`` lists ``_portal.job123``;
 script call in the namespace's own hash slot per batch, and every tree of a
 busy namespace writes into that one slot, so the index is kept loosely:
 
-* a tree is indexed in the round trip right after the call that created it,
-  so it is listed before its first update is answered;
+* a tree this process does not know yet (new, or new to it) is listed in the
+  same round trip as its batch, after the batch's call, by a script that
+  lists it only if that call wrote it (list_written_tree.lua; on a single
+  Redis, for batches of up to SPECULATE_MAX such trees); otherwise a tree
+  the call created is indexed in a second round trip; either way it is
+  listed before its first update is answered;
 * after that, a tree with applied updates is indexed again at most once per
   ``refresh_ms`` (a process-local memo), the write riding along with the next
   batch's round trip (or the service's periodic flush);
@@ -34,11 +38,19 @@ from .scripts import pack
 #: Most trees the memo remembers; past it, it starts over (each tree is
 #: then indexed once more, which is harmless).
 MEMO_SIZE = 200_000
+#: Most trees unknown to the memo a batch lists in its own round trip (one
+#: list_written_tree call each); a batch with more (a restart's first
+#: batches) lists the ones it created in a second round trip instead.
+SPECULATE_MAX = 16
 
 
 class NamespaceIndex:
-    def __init__(self, keys: RedisKeys, refresh_ms: int = 5000, watch_check_ms: int = 1000) -> None:
+    def __init__(self, keys: RedisKeys, refresh_ms: int = 5000, watch_check_ms: int = 1000,
+                 speculate: bool = True) -> None:
         self.keys = keys
+        #: Whether unknown trees are listed in their batch's round trip (not
+        #: on a Redis Cluster, where a tree and its namespaces lie in different slots).
+        self.speculate = speculate
         self.refresh_ms = refresh_ms
         self.watch_check_ms = watch_check_ms
         self.feed_command = ""
@@ -49,12 +61,13 @@ class NamespaceIndex:
     # -- index writes ---------------------------------------------------------
 
     def calls(self, roots, now: int) -> list:
-        """index_trees.lua calls listing *roots* (and their namespaces)."""
-        by_ns: dict[str, set[str]] = {}
+        """index_trees.lua calls listing *roots* (and their namespaces), in the
+        order given: trees first seen in one batch are listed in its order."""
+        by_ns: dict[str, dict[str, None]] = {}
         for root in roots:
             for ns, child in namespace_chain(root):
-                by_ns.setdefault(ns, set()).add(child)
-        return [("index_trees", [self.keys.ns(ns)], [now, *sorted(children)]) for ns, children in by_ns.items()]
+                by_ns.setdefault(ns, {})[child] = None
+        return [("index_trees", [self.keys.ns(ns)], [now, *children]) for ns, children in by_ns.items()]
 
     def take_due(self, now: int) -> list:
         """The index calls of every tree whose recency write is due."""
@@ -63,12 +76,32 @@ class NamespaceIndex:
         due, self._due = self._due, set()
         return self.calls(due, now)
 
-    def applied(self, roots, created, now: int) -> list:
-        """Note the trees a batch applied updates to; return the index calls
-        due at once (the trees it created)."""
+    def listing_calls(self, roots, now: int) -> tuple[list, list[str]]:
+        """list_written_tree calls for the batch's own round trip (after its
+        write calls): one per tree of *roots* this process has not indexed.
+        Returns (calls, their roots); none when there are too many, or on a
+        Redis Cluster."""
+        if not self.speculate:
+            return [], []
+        unknown = [root for root in roots if root not in self._indexed]
+        if not unknown or len(unknown) > SPECULATE_MAX:
+            return [], []
+        calls = []
+        for root in unknown:
+            chain = namespace_chain(root)
+            calls.append(("list_written_tree", [self.keys.records(root), *(self.keys.ns(ns) for ns, _ in chain)],
+                          [now, *(child for _, child in chain)]))
+        return calls, unknown
+
+    def applied(self, roots, created, now: int, listed=()) -> list:
+        """Note the trees a batch applied updates to, and those listed in its
+        round trip (listing_calls that answered 1); return the index calls
+        due at once (the trees it created and did not list yet)."""
         memo = self._indexed
         if len(memo) > MEMO_SIZE:
             memo.clear()
+        for root in listed:
+            memo[root] = now
         for root in created:
             memo[root] = now
         horizon = now - self.refresh_ms
@@ -77,7 +110,9 @@ class NamespaceIndex:
                 memo[root] = now
                 self._due.add(root)
         self._due.difference_update(created)
-        return self.calls(created, now) if created else []
+        self._due.difference_update(listed)
+        unlisted = [root for root in created if root not in listed] if listed else created
+        return self.calls(unlisted, now) if unlisted else []
 
     def requeue(self, calls: list) -> None:
         """Index calls that failed: their trees are due again."""

@@ -32,7 +32,8 @@ from redis import exceptions as rex
 
 from .errors import ProgressError, ScriptFailed, StorageUnavailable, from_script_error, redis_errors
 
-SCRIPT_NAMES = ("apply_updates", "read_nodes", "delete_subtree", "collect_garbage", "index_trees")
+SCRIPT_NAMES = ("apply_updates", "read_nodes", "delete_subtree", "collect_garbage", "index_trees",
+                "list_written_tree")
 #: Scripts that only read (flagged so as a function: they may run on replicas).
 READ_ONLY = frozenset({"read_nodes"})
 _INCLUDE = re.compile(r"^--@include (\w+)[ \t]*$", re.MULTILINE)

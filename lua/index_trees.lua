@@ -11,16 +11,14 @@
   Output:
     number of children indexed for the first time
 ]]
-local first = KEYS[1]
-local recent = first .. 'r'
-local counter = first .. 'n'
+--@include prelude
+--@include listing
+
+bind()
+
 local now = tonumber(ARGV[1])
 local added = 0
 for i = 2, #ARGV do
-  if redis.call('ZSCORE', first, ARGV[i]) == false then
-    redis.call('ZADD', first, redis.call('INCR', counter), ARGV[i])
-    added = added + 1
-  end
-  redis.call('ZADD', recent, 'GT', now, ARGV[i])
+  added = added + list_child(KEYS[1], ARGV[i], now)
 end
 return added

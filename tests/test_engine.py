@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from sca_progress.engine import APPLIED, STALE, InvalidUpdate, NotFound, now_ms
+from sca_progress.engine import APPLIED, STALE, InvalidUpdate, Limits, NotFound, ProgressError, now_ms
 from sca_progress.engine.records import decode
 
 
@@ -460,6 +460,41 @@ async def test_refused_and_stale_updates_are_no_activity(make_engine, redis_clie
     assert (await engine.read("_act"))["_children"] == ["_act.old", "_act.new"]
     with pytest.raises(NotFound):
         await engine.read("_act.full")
+
+
+async def test_a_new_tree_is_listed_in_its_first_round_trip(engine, monkeypatch):
+    """A tree this process does not know is listed by a call riding in its
+    batch's own round trip, after the write (only if the write happened): a
+    job's first update is one round trip, listed before it is answered."""
+    trips = []
+    original = engine.scripts.run
+
+    async def counted(redis, calls):
+        trips.append([name for name, _, _ in calls])
+        return await original(redis, calls)
+
+    monkeypatch.setattr(engine.scripts, "run", counted)
+    await post(engine, "_one._sub.job1.a", progress=0.5)
+    assert trips == [["apply_updates", "list_written_tree"]]
+    assert (await engine.read("_one._sub"))["_children"] == ["_one._sub.job1"]
+    assert (await engine.read("_one"))["_children"] == ["_one._sub"]
+    trips.clear()
+    await post(engine, "_one._sub.job1.b", progress=0.5)  # known now: nothing rides along
+    assert trips == [["apply_updates"]]
+    # A tree whose only update is refused is not written, so not listed.
+    trips.clear()
+    result = await engine.apply([("_one._sub.job2.a", {"progress": 0.5, "status": "x" * 10_000})])
+    assert isinstance(result.results[0], ProgressError) and trips == []  # refused before Redis
+    engine.limits = Limits(max_nodes_per_tree=2)
+    result = await engine.apply([("_one._sub.job3.a.b", {"progress": 0.5})])
+    assert result.results[0].code == "tree-full" and trips == [["apply_updates", "list_written_tree"]]
+    assert (await engine.read("_one._sub"))["_children"] == ["_one._sub.job1"]
+    # Many new trees in one batch: listed by a second round trip instead, in batch order.
+    engine.limits = Limits()
+    trips.clear()
+    await engine.apply([(f"_many.j{i:02d}.a", {"progress": 0.1}) for i in range(30, 0, -1)])
+    assert trips == [["apply_updates"], ["index_trees", "index_trees"]]
+    assert (await engine.read("_many", limit=100))["_children"] == [f"_many.j{i:02d}" for i in range(30, 0, -1)]
 
 
 async def test_deleting_nothing_leaves_no_garbage_mark(engine, redis_client):

@@ -76,7 +76,7 @@ async def test_old_trees_are_purged_with_their_namespace_entries(short_retention
     await asyncio.sleep(0.25)
     await http("POST", f"{base}/status/_ret.fresh.a", {"progress": 0.1})
     assert await service.retention.sweep() == 1  # only the finished tree is old enough yet
-    assert (await engine.read("_ret"))["_children"] == ["_ret._inner", "_ret.old", "_ret.fresh"]
+    assert (await engine.read("_ret"))["_children"] == ["_ret.old", "_ret._inner", "_ret.fresh"]
     await asyncio.sleep(0.25)
     await http("POST", f"{base}/status/_ret.fresh.a", {"progress": 0.2})
     assert await service.retention.sweep() == 3  # _ret.old, _ret._inner.old, bare
