@@ -2,8 +2,9 @@
 
     writer (any server process)
       apply_updates.lua / delete_subtree.lua publish a watched tree's changed
-      records on '<prefix>:{<root>}:f'; index_trees.lua publishes the trees
-      touched under a watched namespace on '<prefix>:{<ns>}:f'
+      records on '<prefix>:{<root>}:f'; the writer publishes the trees it
+      touched under a watched namespace on '<prefix>:{<ns>}:f' (in the
+      batch's round trip: engine/namespaces.py, feed_commands)
     here (Hub)
       one pub/sub connection, subscribed to the channels our subscriptions need;
       a message lands in the pending changes of each subscription it concerns
