@@ -179,6 +179,8 @@ class Engine:
             raise ValueError("history_samples must be 0-65535 and history_step_ms at least 1")
         self.history_samples = history_samples
         self.history_step_ms = history_step_ms
+        #: Since when this prefix's trees are sampled under these settings (start()).
+        self.history_since_ms = 0
         #: How scripts publish the changes of watched trees: "" (no live feed),
         #: "SPUBLISH" (sharded pub/sub, Redis 7) or "PUBLISH"; set by start().
         self.feed_command = ""
@@ -195,6 +197,7 @@ class Engine:
             self.scripts.link = ClusterLink(self.redis)
         await self.scripts.load(self.redis)
         await self._check_format()
+        await self._note_history_settings()
         if self.feed:
             if self.cluster:
                 if not self.scripts.functions:
@@ -226,6 +229,24 @@ class Engine:
                 f"{int(stored)}, which this version (format {FORMAT}) cannot read. Delete them "
                 f"(redis-cli --scan --pattern '{self.keys.prefix}:*' | xargs redis-cli del) or use another --prefix.")
 
+    async def _note_history_settings(self) -> None:
+        """'<prefix>:history' holds "<samples> <step ms> <since ms>": the
+        progress-history settings the prefix's trees are sampled under, and
+        since when.  A start with other settings writes its own with since =
+        now: a node last sampled before then may hold a history of the old
+        grid, which its next sample rewrites whole, resampled (history.lua),
+        instead of appending to it."""
+        key = f"{self.keys.prefix}:history"
+        mine = (self.history_samples, self.history_step_ms)
+        with redis_errors():
+            stored = await self.redis.get(key)
+            parts = stored.split() if stored else []
+            if len(parts) == 3 and (int(parts[0]), int(parts[1])) == mine:
+                self.history_since_ms = int(parts[2])
+                return
+            self.history_since_ms = now_ms()
+            await self.redis.set(key, f"{mine[0]} {mine[1]} {self.history_since_ms}")
+
     async def close(self) -> None:
         """Close the engine's own connection (the redis-py client is the caller's)."""
         if self.scripts.link is not None:
@@ -241,9 +262,11 @@ class Engine:
 
     async def apply(self, updates: Iterable[tuple[str, Mapping]], snapshots: str = "all",
                     events: bool = False) -> ApplyResult:
-        """Validate and apply a batch of (key, fields), in one round trip (two
-        when it creates a tree: the new tree is then listed in its namespace
-        before apply returns).
+        """Validate and apply a batch of (key, fields), in one round trip.  A
+        tree new to this process is listed in its namespaces in that round
+        trip (engine/namespaces.py); on a Redis Cluster, or when a batch has
+        more than SPECULATE_MAX such trees, the ones it created are listed
+        by a second.  Either way a new tree is listed before apply returns.
 
         Each update is validated on its own: a bad one gets its error in
         ``results`` and the others still apply.  Raises StorageUnavailable
@@ -346,7 +369,7 @@ class Engine:
                 roots.append(root)
             args = (now, self.eta_window_ms, self.limits.max_fields_per_node, b"".join(packed), int(events),
                     self.feed_command, self.limits.max_nodes_per_tree, mode, self.history_samples,
-                    self.history_step_ms, int(self.cluster))
+                    self.history_step_ms, int(self.cluster), self.history_since_ms)
             plan.calls.append(("apply_updates", keys, args))
             plan.positions.append(pos)
             plan.roots.append(roots)
@@ -442,7 +465,7 @@ class Engine:
             [("delete_subtree", [self.keys.records(root)],
               [now, self.eta_window_ms, relative_key(key, root), int(snapshots), self.feed_command,
                "" if not_after is None else not_after, self.history_samples, self.history_step_ms,
-               int(self.cluster)])])
+               int(self.cluster), self.history_since_ms])])
         if isinstance(reply, ProgressError):
             raise reply
         found, flat = unpack(reply)

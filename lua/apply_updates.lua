@@ -30,7 +30,9 @@
               2 those of every node that changed
     ARGV[9]   most progress-history samples a node keeps (0 or absent: no
               history), ARGV[10] the finest step between them, ms, ARGV[11]
-              "1" on a Redis Cluster (history.lua; '<prefix>:{<root>}:h:<id>')
+              "1" on a Redis Cluster (history.lua; '<prefix>:{<root>}:h:<id>'),
+              ARGV[12] since when (ms) histories are written under these
+              settings (0 or absent: always)
   Output:
     msgpack { statuses, changed, events, created }
       statuses  one per update, by seq: 1 applied, 0 ignored as stale,
@@ -79,6 +81,7 @@ if not mode or not history_samples or not history_step or history_step < 1 then
   return redis.error_reply('bad-batch ARGV malformed')
 end
 HIST_N, HIST_STEP, HIST_TOUCH = history_samples, history_step, ARGV[11] == '1'
+HIST_SINCE = tonumber(ARGV[12] or '0') or 0
 -- The nodes whose progress history takes a sample in this call (history.lua).
 local due = history_samples > 0 and { n = 0 } or nil
 

@@ -17,9 +17,10 @@
               when the node's update_time is not later (the retention sweep:
               a tree written since it was judged old stays)
     ARGV[7]   most progress-history samples a node keeps (0 or absent: none),
-              ARGV[8] the finest step (ms), ARGV[9] "1" on a Redis Cluster
-              (history.lua): the ancestors whose progress the delete changes
-              take the samples it crosses, as an update's ancestors do
+              ARGV[8] the finest step (ms), ARGV[9] "1" on a Redis Cluster,
+              ARGV[10] since when under these settings (history.lua): the
+              ancestors whose progress the delete changes take the samples
+              it crosses, as an update's ancestors do
   Output:
     msgpack { found, changed }
       found    1 when the node existed and was detached, 0 when there was no
@@ -54,6 +55,7 @@ if not history_samples or not history_step or history_step < 1 then
   return redis.error_reply('bad-batch ARGV malformed')
 end
 HIST_N, HIST_STEP, HIST_TOUCH = history_samples, history_step, ARGV[9] == '1'
+HIST_SINCE = tonumber(ARGV[10] or '0') or 0
 
 local root = string.match(KEYS[1], '{(.*)}:t$')
 if root == nil or sfind(key, '..', 1, true) or sbyte(key, 1) == 46 or sbyte(key, -1) == 46 then

@@ -39,8 +39,9 @@ def batch(*trees):
 
 
 async def keys_of(engine, prefix):
-    """The prefix's keys, but its record-format marker (written by Engine.start)."""
-    return sorted([k async for k in engine.redis.scan_iter(match=f"{prefix}:*") if k != f"{prefix}:format".encode()])
+    """The prefix's keys, but its record-format and history-settings markers (written by Engine.start)."""
+    markers = {f"{prefix}:format".encode(), f"{prefix}:history".encode()}
+    return sorted([k async for k in engine.redis.scan_iter(match=f"{prefix}:*") if k not in markers])
 
 
 @pytest.mark.parametrize("arg, code", [

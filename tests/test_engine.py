@@ -342,8 +342,9 @@ async def test_delete_tree_root_unlists_it(engine, redis_client, prefix):
     assert (await engine.read(""))["_children_total"] == 0
     await engine.collect_garbage()
     left = [k async for k in redis_client.scan_iter(match=f"{prefix}:*")]
-    # only namespace counters, and the prefix's record-format marker
-    assert all(b":{*}:" in k or b":{_portal}:" in k or k == f"{prefix}:format".encode() for k in left), left
+    # only namespace counters, and the prefix's record-format and history-settings markers
+    markers = {f"{prefix}:format".encode(), f"{prefix}:history".encode()}
+    assert all(b":{*}:" in k or b":{_portal}:" in k or k in markers for k in left), left
     with pytest.raises(InvalidUpdate):
         await engine.delete("_portal")
 

@@ -240,3 +240,21 @@ async def test_a_history_written_under_another_step_is_resampled(make_engine, cl
     # What the node held at 0, 300, ..., 3000 ms: 0.01 from 250 ms, 0.02 from
     # 500 ms, ..., 0.11 from 2750 ms on.
     assert h["samples"] == [min(t // 250, 11) / 100 for t in range(0, 3100, 300)]
+
+
+async def test_a_history_of_other_settings_is_rewritten_even_when_its_length_fits(make_engine, clock):
+    """One sample under a 1 s step, then a start with a 2 s step: the old
+    value happens to have the length the new grid expects after one more
+    sample, so only the settings' change tells that it must be rewritten."""
+    e = await make_engine(history_samples=64, history_step_ms=1000)
+    await post(e, clock, 0, ("_rl.j", {"progress": 0.1}))
+    await post(e, clock, 500, ("_rl.j", {"progress": 0.2}))  # the sample at 0 ms: 0.1
+    e2 = await make_engine(history_samples=64, history_step_ms=2000)
+    await post(e2, clock, 10_000, ("_rl.j", {"progress": 0.3}))
+    h = await hist(e2, "_rl.j")
+    assert (h["step_ms"], h["samples"]) == (2000, [0.1, 0.2, 0.2, 0.2, 0.2])
+    # A start with the same settings keeps the date: later samples are appended as usual.
+    e3 = await make_engine(history_samples=64, history_step_ms=2000)
+    assert e3.history_since_ms == e2.history_since_ms
+    await post(e3, clock, 12_500, ("_rl.j", {"progress": 0.4}))
+    assert (await hist(e3, "_rl.j"))["samples"] == [0.1, 0.2, 0.2, 0.2, 0.2, 0.3, 0.3]

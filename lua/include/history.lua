@@ -26,6 +26,10 @@
 -- whether to touch each history key before the call writes anything (on a
 -- Redis Cluster, see apply_updates.lua); set from each call's arguments.
 local HIST_N, HIST_STEP, HIST_TOUCH = 0, 1000, false
+-- Since when (ms) the prefix's histories are written under HIST_N and
+-- HIST_STEP (engine.py, _note_history_settings): a node last sampled before
+-- then may hold another grid, so its next sample rewrites it whole.
+local HIST_SINCE = 0
 local HIST_NONE = 65535
 
 -- Note in due (a flat list: tree base T, id, start, update time, progress;
@@ -95,11 +99,12 @@ local function plan_histories(due, now)
     end
     local sample = spack('<H', code)
     if HIST_TOUCH and (have == 0 or step0 == step) then rcall('EXISTS', key) end
-    if step0 == step and have > 0 then
+    if step0 == step and have > 0 and upd > HIST_SINCE then
       plan[m + 2] = 'a'
       plan[m + 3] = points - have == 1 and sample or string.rep(sample, points - have)
     else
-      -- The first samples, or the step doubled: the value is written whole.
+      -- The first samples, the step doubled, or a value perhaps written under
+      -- other settings (last sampled before HIST_SINCE): written whole.
       plan[m + 2] = 's'
       plan[m + 3] = rebuilt(have > 0 and rcall('GET', key), step, points, sample)
     end
