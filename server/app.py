@@ -7,6 +7,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from .framing import MAX_BODY_BYTES
 from .handlers import (
     BatchHandler,
     HealthHandler,
@@ -64,7 +65,7 @@ class HTTPServer(tornado.httpserver.HTTPServer):
 def http_server(app: tornado.web.Application) -> tornado.httpserver.HTTPServer:
     """The HTTP server of *app* (X-Forwarded-* and X-Real-Ip honoured: behind a
     proxy, the request's protocol and address are the client's)."""
-    return HTTPServer(front(app), xheaders=True, max_header_size=MAX_HEADER_BYTES)
+    return HTTPServer(front(app), xheaders=True, max_header_size=MAX_HEADER_BYTES, max_body_size=MAX_BODY_BYTES)
 
 
 async def make_app(settings: Settings, worker: tuple[int, int] = (0, 1)) -> tornado.web.Application:

@@ -22,13 +22,13 @@ import logging
 import time
 
 import orjson
-import tornado.routing
 from tornado import httputil
 from tornado.iostream import StreamClosedError
 
 from sca_progress.engine import ProgressError
 
 from .auth import bearer
+from .framing import FramingRouter
 from .handlers import MAX_HEADERS_BYTES, MAX_URI_BYTES, NodeHandler, new_request_id, parse_json, post_update
 
 log = logging.getLogger("sca_progress.server")
@@ -36,11 +36,11 @@ log = logging.getLogger("sca_progress.server")
 _PREFIX = "/status/"
 
 
-class HotRouter(tornado.routing.Router):
+class HotRouter(FramingRouter):
     """The hot route first, then the Application (see the module's docstring)."""
 
     def __init__(self, app) -> None:
-        self.app = app
+        super().__init__(app)
         self.service = app.settings["service"]
         self.limit = self.service.engine.limits.max_body_bytes
         self.answering: set[asyncio.Task] = set()  # held: the loop keeps only weak references
@@ -53,7 +53,7 @@ class HotRouter(tornado.routing.Router):
     def find_handler(self, request: httputil.HTTPServerRequest, **kwargs):
         if request.method == "POST" and self._plain(request):
             return UpdateDelegate(self, request, request.path[len(_PREFIX):])
-        return self.app.find_handler(request, **kwargs)
+        return super().find_handler(request, **kwargs)
 
     def _plain(self, request) -> bool:
         uri = request.uri
@@ -163,5 +163,5 @@ def _date() -> str:
 
 def front(app):
     """What an HTTPServer of *app* serves: the hot route first when *app* is the
-    service's Application, else *app* itself."""
-    return HotRouter(app) if "service" in app.settings else app
+    service's Application; wrongly framed requests refused (server/framing.py)."""
+    return HotRouter(app) if "service" in app.settings else FramingRouter(app)

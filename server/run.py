@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 
-import tornado.httpserver
 import tornado.netutil
 
 from . import demo
@@ -80,7 +79,7 @@ async def serve(settings: Settings, with_demo: bool = False, sockets=None, worke
         else:
             log.info("worker %d of %d serving (pid %d)", worker[0], worker[1], os.getpid())
         if settings.metrics_port:
-            metrics_server = tornado.httpserver.HTTPServer(metrics_app(service))
+            metrics_server = http_server(metrics_app(service))
             metrics_port = settings.metrics_port + worker[0]
             metrics_server.add_sockets(bind(settings.host, metrics_port, "--metrics-port"))
             log.info("metrics of this process on http://%s:%d/metrics", settings.host, metrics_port)

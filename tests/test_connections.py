@@ -186,3 +186,40 @@ async def test_head_and_wrong_methods(server, http):
         assert status == 405 and "DELETE" not in headers["allow"] and "POST" in headers["allow"]
     finally:
         conn.close()
+
+
+FRAMINGS = [
+    ({"Content-Length": "5", "Transfer-Encoding": "chunked"}, 400),
+    ({"Transfer-Encoding": "gzip"}, 400),
+    ({"Transfer-Encoding": "chunked, chunked"}, 400),
+    ({"Content-Length": "5, 6"}, 400),
+    ({"Content-Length": "abc"}, 400),
+    ({"Content-Length": "-1"}, 400),
+    ({"Content-Length": str(200 * 1024 * 1024)}, 413),
+]
+
+
+@pytest.mark.parametrize("method,path", [("POST", "/status/_f.j.a"), ("POST", "/status"), ("GET", "/status/_f.j"),
+                                         ("GET", "/health")])
+@pytest.mark.parametrize("headers,expected", FRAMINGS)
+async def test_a_request_framed_wrongly_gets_json_and_connection_close(server, method, path, headers, expected):
+    """A body whose length cannot be known safely (both Content-Length and
+    Transfer-Encoding, an unknown coding, a length that is not one number)
+    is not read: a JSON 400 that says `Connection: close`, then the close.
+    (Tornado alone answers such a request with an empty 400 that does not
+    say it closes.)"""
+    base, _ = server
+    conn = await Raw(base).open()
+    try:
+        head = [f"{method} {path} HTTP/1.1", "Host: t", *(f"{k}: {v}" for k, v in headers.items())]
+        await conn.send(("\r\n".join(head) + "\r\n\r\n").encode() + b"0\r\n\r\n")
+        status, got, body = await conn.answer()
+        assert status == expected, (status, got, body)
+        assert orjson.loads(body)["error"]["code"] == ("bad-framing" if expected == 400 else "too-large")
+        assert got["connection"].lower() == "close" and got["content-type"] == "application/json"
+        assert await conn.closed()
+    finally:
+        conn.close()
+    conn = await Raw(base).open()  # nothing was applied, and the server still serves
+    assert (await conn.request("GET", "/status/_f.j.a"))[0] == 404
+    conn.close()

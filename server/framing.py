@@ -1,0 +1,116 @@
+"""Requests whose body length cannot be known safely, refused before any of it is read.
+
+Tornado refuses a request with both Content-Length and Transfer-Encoding, a
+coding other than ``chunked``, or a Content-Length that is not one decimal
+number (or is over the server's body limit) once its headers are in: it
+writes ``HTTP/1.1 400 Bad Request`` with no headers and no body, and closes
+the connection, without saying so.  Such a request is refused here instead,
+on the same grounds (RFC 9112, section 6.3: the server must then close the
+connection): a JSON error, ``Connection: close``, then the close.  Nothing is
+routed, authenticated or applied.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+
+import orjson
+import tornado.routing
+from tornado import httputil
+from tornado.iostream import StreamClosedError
+
+log = logging.getLogger("sca_progress.server")
+
+#: Most bytes of a body the HTTP server takes (its max_body_size, server/app.py);
+#: a route refuses less with a 413 of its own (BodyHandler).
+MAX_BODY_BYTES = 100 * 1024 * 1024
+
+#: After the answer, what the client still sends is read and dropped, up to
+#: this many bytes and seconds, before the close: closing a socket with
+#: unread data makes TCP reset it, and a reset can discard the answer before
+#: the client has read it.
+DISCARD_BYTES, DISCARD_SECONDS = 1 << 20, 5.0
+
+_closing: set[asyncio.Task] = set()  # held: the loop keeps only weak references
+
+_LENGTHS = re.compile(r",[ \t]*")
+
+
+def bad_framing(headers: httputil.HTTPHeaders) -> tuple[int, str, str] | None:
+    """(status, code, message) when the body's length cannot be known safely, else None."""
+    length = headers.get("Content-Length")
+    coding = headers.get("Transfer-Encoding")
+    if coding is not None:
+        if length is not None:
+            return 400, "bad-framing", "a request may not have both Content-Length and Transfer-Encoding"
+        if coding.lower() != "chunked":
+            return 400, "bad-framing", f"Transfer-Encoding {coding[:64]!r} is not supported (only chunked)"
+        return None
+    if length is None or length.isdigit():
+        pass
+    else:
+        pieces = _LENGTHS.split(length)  # a proxy may repeat the same length
+        if len(set(pieces)) > 1 or not pieces[0].isdigit():
+            return 400, "bad-framing", f"Content-Length {length[:64]!r} is not one decimal number"
+        length = pieces[0]
+    if length is not None and int(length) > MAX_BODY_BYTES:
+        return 413, "too-large", f"the body is larger than {MAX_BODY_BYTES} bytes"
+    return None
+
+
+class FramingRouter(tornado.routing.Router):
+    """*app*'s routes, behind the refusal of wrongly framed requests."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def find_handler(self, request: httputil.HTTPServerRequest, **kwargs):
+        refused = bad_framing(request.headers)
+        if refused:
+            return Refusal(request, *refused)
+        return self.app.find_handler(request, **kwargs)
+
+
+class Refusal(httputil.HTTPMessageDelegate):
+    """Answers one wrongly framed request and closes its connection unread."""
+
+    def __init__(self, request: httputil.HTTPServerRequest, status: int, code: str, message: str) -> None:
+        self.request, self.status = request, status
+        self.body = orjson.dumps({"error": {"code": code, "message": message}})
+        log.info("%s %s: %s %s", request.method, request.uri, code, message)
+
+    def headers_received(self, start_line, headers) -> None:
+        # Taken off Tornado's hands before it reads (or refuses) the body.
+        stream = self.request.connection.detach()
+        reason = httputil.responses.get(self.status, "Bad Request")
+        head = (f"HTTP/1.1 {self.status} {reason}\r\nContent-Type: application/json\r\n"
+                f"Cache-Control: no-store\r\nConnection: close\r\nContent-Length: {len(self.body)}\r\n\r\n")
+        task = asyncio.ensure_future(_answer_and_close(stream, head.encode("latin-1") + self.body))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    def data_received(self, chunk: bytes) -> None:  # never: the connection is detached
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+async def _answer_and_close(stream, answer: bytes) -> None:
+    """Write *answer*, say no more (half-close), drop what the client still sends, close."""
+    try:
+        await stream.write(answer)
+        stream.socket.shutdown(socket.SHUT_WR)
+        await asyncio.wait_for(_discard(stream), DISCARD_SECONDS)
+    except (StreamClosedError, OSError, asyncio.TimeoutError):
+        pass
+    finally:
+        stream.close()
+
+
+async def _discard(stream) -> None:
+    dropped = 0
+    while dropped < DISCARD_BYTES:
+        dropped += len(await stream.read_bytes(65536, partial=True))
