@@ -223,6 +223,10 @@ async def shape_a(server, args) -> list[dict]:
         bs = one_per_tree_batches(rs, trees)
         rows.append(await measure(server, f"(a) naive, {trees:,} trees a batch", naive_all, bs))
         rows.append(await measure(server, f"(a) engine, calls of {trees:,} trees", engine_run(), bs))
+    # One process, two calls in flight: the next call is validated and packed
+    # while Redis runs the one before (what concurrent REST clients give).
+    rows.append(await measure(server, "(a) engine, calls of 1,000 trees, 2 in flight", engine_run(2),
+                              one_per_tree_batches(rs, 1000)))
     return rows
 
 
