@@ -38,6 +38,11 @@ _closing: set[asyncio.Task] = set()  # held: the loop keeps only weak references
 _LENGTHS = re.compile(r",[ \t]*")
 
 
+def is_decimal(text: str) -> bool:
+    """Whether *text* is ASCII digits only (str.isdigit also takes '²' and '٣', which int() refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def bad_framing(headers: httputil.HTTPHeaders) -> tuple[int, str, str] | None:
     """(status, code, message) when the body's length cannot be known safely, else None."""
     length = headers.get("Content-Length")
@@ -48,11 +53,11 @@ def bad_framing(headers: httputil.HTTPHeaders) -> tuple[int, str, str] | None:
         if coding.lower() != "chunked":
             return 400, "bad-framing", f"Transfer-Encoding {coding[:64]!r} is not supported (only chunked)"
         return None
-    if length is None or length.isdigit():
+    if length is None or is_decimal(length):
         pass
     else:
         pieces = _LENGTHS.split(length)  # a proxy may repeat the same length
-        if len(set(pieces)) > 1 or not pieces[0].isdigit():
+        if len(set(pieces)) > 1 or not is_decimal(pieces[0]):
             return 400, "bad-framing", f"Content-Length {length[:64]!r} is not one decimal number"
         length = pieces[0]
     if length is not None and int(length) > MAX_BODY_BYTES:

@@ -33,6 +33,7 @@ from sca_progress.engine.keys import TOP, is_namespace
 from sca_progress.engine.records import decode
 
 from .auth import OPEN, TICKET_TTL_MS, bearer
+from .framing import is_decimal
 from .metrics import CONTENT_TYPE
 from .openapi import openapi
 
@@ -133,6 +134,19 @@ class BaseHandler(tornado.web.RequestHandler):
     def service(self):
         return self.application.settings["service"]
 
+    #: Whether shutdown waits for this route's answers (not for streams: they end first).
+    settles = True
+
+    def initialize(self) -> None:
+        if self.settles:
+            self.service.answering.add(self)
+
+    def on_finish(self) -> None:
+        self.service.answering.discard(self)
+
+    def on_connection_close(self) -> None:
+        self.service.answering.discard(self)
+
     def prepare(self) -> None:
         self.grant = OPEN
         if len(self.request.uri) > MAX_URI_BYTES:
@@ -166,6 +180,8 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("X-Request-Id", self.request_id)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
+        if self.service.draining:
+            self.set_header("Connection", "close")
         origin = self.request.headers.get("Origin")
         if origin and origin in self.application.settings["cors_origins"]:
             self.set_header("Access-Control-Allow-Origin", origin)
@@ -260,7 +276,7 @@ class BodyHandler(BaseHandler):
         self._refusal: ProgressError | tornado.web.HTTPError | None = None
         self._too_large = False
         length = self.request.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > self._limit:
+        if length and is_decimal(length) and int(length) > self._limit:
             self._refuse_too_large()
             return
         try:
@@ -296,6 +312,7 @@ class BodyHandler(BaseHandler):
         return parse_json(b"".join(self._chunks))
 
     def on_connection_close(self) -> None:
+        super().on_connection_close()
         self._chunks = []
 
 

@@ -28,7 +28,7 @@ from tornado.iostream import StreamClosedError
 from sca_progress.engine import ProgressError
 
 from .auth import bearer
-from .framing import FramingRouter
+from .framing import FramingRouter, is_decimal
 from .handlers import MAX_HEADERS_BYTES, MAX_URI_BYTES, NodeHandler, new_request_id, parse_json, post_update
 
 log = logging.getLogger("sca_progress.server")
@@ -43,12 +43,6 @@ class HotRouter(FramingRouter):
         super().__init__(app)
         self.service = app.settings["service"]
         self.limit = self.service.engine.limits.max_body_bytes
-        self.answering: set[asyncio.Task] = set()  # held: the loop keeps only weak references
-
-    async def drain(self, timeout: float) -> None:
-        """Wait (up to *timeout* s) for the answers under way: at shutdown."""
-        if self.answering:
-            await asyncio.wait(set(self.answering), timeout=timeout)
 
     def find_handler(self, request: httputil.HTTPServerRequest, **kwargs):
         if request.method == "POST" and self._plain(request):
@@ -63,7 +57,7 @@ class HotRouter(FramingRouter):
             return False
         headers = request.headers
         length = headers.get("Content-Length")
-        if not length or not length.isdigit() or int(length) > self.limit:
+        if not length or not is_decimal(length) or int(length) > self.limit:
             return False
         if "Origin" in headers or "Expect" in headers or "Transfer-Encoding" in headers:
             return False
@@ -92,8 +86,9 @@ class UpdateDelegate(httputil.HTTPMessageDelegate):
         self.request.body = b"".join(self.chunks)
         self.chunks = []
         task = asyncio.ensure_future(self._answer())
-        self.router.answering.add(task)
-        task.add_done_callback(self.router.answering.discard)
+        answering = self.router.service.answering  # shutdown waits for it (Service.settle)
+        answering.add(task)
+        task.add_done_callback(answering.discard)
 
     def on_connection_close(self) -> None:
         self.chunks = []
@@ -133,6 +128,8 @@ class UpdateDelegate(httputil.HTTPMessageDelegate):
         headers["Content-Length"] = str(len(body))
         for name, value in extra:
             headers[name] = value
+        if self.router.service.draining:
+            headers["Connection"] = "close"
         start = httputil.ResponseStartLine("HTTP/1.1", self.status, httputil.responses.get(self.status, "Unknown"))
         connection = self.request.connection
         try:

@@ -12,10 +12,13 @@ import tornado.netutil
 
 from . import demo
 from .app import http_server, make_app, metrics_app, starting_app
-from .hot_post import HotRouter, front
+from .hot_post import front
 from .settings import CANNOT_START, Settings
 
 log = logging.getLogger("sca_progress")
+
+#: Most seconds shutdown waits for the requests under way to be answered.
+SETTLE_SECONDS = 10.0
 
 
 def quiet_garbage_collector() -> None:
@@ -101,8 +104,8 @@ async def serve(settings: Settings, with_demo: bool = False, sockets=None, worke
         server.stop()
         if metrics_server is not None:
             metrics_server.stop()
+        service.draining = True  # answers from now on say Connection: close
         await service.close_feeds()  # streams and websockets end, or the next line would wait for them
-        if isinstance(server.request_callback, HotRouter):
-            await server.request_callback.drain(5.0)  # hot-route answers under way go out first
+        await service.settle(SETTLE_SECONDS)  # requests under way are answered first
         await server.close_all_connections()
         await service.close()

@@ -73,6 +73,13 @@ class Service:
         self._gc_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.closing = False
+        #: Set at shutdown once the listener is closed: every answer says
+        #: `Connection: close`, so keep-alive clients move on instead of
+        #: sending more requests to a process about to exit.
+        self.draining = False
+        #: The requests being answered (handlers and hot-route answers), which
+        #: shutdown lets finish before it closes connections (settle()).
+        self.answering: set = set()
         self.updates_applied = 0  # by every source, since start (health, the load harness)
         self._publishing: set[asyncio.Task] = set()  # completion events on their way to the broker
         self.metrics = Metrics(self)
@@ -183,14 +190,27 @@ class Service:
 
     async def close_feeds(self) -> None:
         """End SSE streams and socket.io connections (before the HTTP server waits
-        for its connections to finish)."""
+        for its connections to finish).
+
+        Each socket.io connection is dropped without socket.io's close packet:
+        a client takes a drop as a lost connection and reconnects (to this
+        service once it is back, or to another process), where a close packet
+        tells it the server sent it away for good.  Nothing waits on a client:
+        a polling client that has gone would never collect its queue."""
         if self.hub is not None and not self.hub.stopped.is_set():
             await self.hub.close()
         if self.sio is not None:
+            for sock in list(self.sio.eio.sockets.values()):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(sock.close(wait=False, abort=True), 1.0)
             with contextlib.suppress(Exception):
-                await self.sio.eio.disconnect()
-            with contextlib.suppress(Exception):
-                await self.sio.shutdown()
+                await asyncio.wait_for(self.sio.shutdown(), 2.0)
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (up to *timeout* s) until no request is being answered."""
+        deadline = time.monotonic() + timeout
+        while self.answering and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     async def close(self) -> None:
         """Stop consuming, apply and acknowledge what is in hand, then close everything."""

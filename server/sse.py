@@ -63,7 +63,10 @@ class EventsHandler(BaseHandler):
     public = True  # authenticated in get(): a ticket or a bearer header
     route = "/events/{key}"
 
+    settles = False  # streams are ended by Service.close_feeds before shutdown settles
+
     def initialize(self) -> None:
+        super().initialize()
         self._closed = asyncio.Event()
 
     def set_default_headers(self) -> None:
@@ -114,4 +117,5 @@ class EventsHandler(BaseHandler):
             await hub.remove(sub)
 
     def on_connection_close(self) -> None:
+        super().on_connection_close()
         self._closed.set()

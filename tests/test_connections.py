@@ -223,3 +223,17 @@ async def test_a_request_framed_wrongly_gets_json_and_connection_close(server, m
     conn = await Raw(base).open()  # nothing was applied, and the server still serves
     assert (await conn.request("GET", "/status/_f.j.a"))[0] == 404
     conn.close()
+
+
+@pytest.mark.parametrize("path", ["/status/_f.j.a", "/status/_f.j.a?x=1", "/health"])
+async def test_a_length_of_non_ascii_digits_is_bad_framing(server, path):
+    """'²' (0xb2 in latin-1) is a digit to str.isdigit but not to int()."""
+    base, _ = server
+    conn = await Raw(base).open()
+    try:
+        await conn.send(f"POST {path} HTTP/1.1\r\nHost: t\r\n".encode() + b"Content-Length: \xb2\r\n\r\n{}")
+        status, got, body = await conn.answer()
+        assert status == 400 and orjson.loads(body)["error"]["code"] == "bad-framing"
+        assert got["connection"].lower() == "close" and await conn.closed()
+    finally:
+        conn.close()
