@@ -230,9 +230,15 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
-        if getattr(self, "_too_large", False):
-            self.set_header("Connection", "close")  # the body is not read: the connection ends
+        if self.body_left_unread():
+            self.set_header("Connection", "close")  # Tornado ends the connection after this answer
         self.finish(orjson.dumps({"error": body}))
+
+    def body_left_unread(self) -> bool:
+        """Whether an answer now leaves the request's body unread (so Tornado
+        closes the connection after it): never here, where Tornado reads the
+        body before the handler runs."""
+        return False
 
     def allowed_methods(self) -> list[str]:
         """The methods this handler answers (for 405's Allow header)."""
@@ -260,13 +266,15 @@ class BodyHandler(BaseHandler):
     Keep-alive: a request refused before its body is read (401, 403) keeps its
     connection usable only if the body is still read off the connection; so
     such a refusal waits until the body is in (and is dropped unread) and is
-    raised by the handler's method.  A body whose Content-Length is over the
-    limit is not read: its 413 says `Connection: close`, and the connection
-    is closed after it.  A chunked body (no length) is refused once it passes
-    the limit: the rest is read and dropped, so the 413 reaches the client
-    (closing a connection with unread data makes TCP reset it, answer and
-    all), up to DISCARD_FACTOR times the limit, past which the connection is
-    simply closed.
+    raised by the handler's method.  A body over the limit is read and
+    dropped too, and then refused (413), so the answer reaches a client that
+    sends its whole body before it reads (closing a connection with unread
+    data makes TCP reset it, answer and all): up to DISCARD_FACTOR times the
+    limit, past which the connection is simply closed.  A Content-Length
+    over that, or over the limit with `Expect: 100-continue` (the client
+    waits before sending), is refused at once: that 413 says
+    `Connection: close`, and the connection closes after it.  So does the
+    405 of a method Tornado does not know (it answers before the body).
     """
 
     def prepare(self) -> None:
@@ -276,7 +284,8 @@ class BodyHandler(BaseHandler):
         self._refusal: ProgressError | tornado.web.HTTPError | None = None
         self._too_large = False
         length = self.request.headers.get("Content-Length")
-        if length and is_decimal(length) and int(length) > self._limit:
+        if length and is_decimal(length) and int(length) > self._limit and (
+                int(length) > DISCARD_FACTOR * self._limit or "Expect" in self.request.headers):
             self._refuse_too_large()
             return
         try:
@@ -307,6 +316,11 @@ class BodyHandler(BaseHandler):
             setattr(self, self.request.method.lower(), self._refused)
         if self._size > DISCARD_FACTOR * self._limit:
             self.request.connection.stream.close()
+
+    def body_left_unread(self) -> bool:
+        """Refused at once for its length, or before prepare ran (a method
+        Tornado does not know): the body stays unread."""
+        return "_chunks" not in self.__dict__ or self._too_large
 
     def json_body(self):
         return parse_json(b"".join(self._chunks))

@@ -103,17 +103,56 @@ async def test_a_refused_request_keeps_the_connection_usable(auth_server):
         conn.close()
 
 
-async def test_a_body_too_large_by_its_length_says_connection_close(server):
+@pytest.mark.parametrize("length,expect", [(4, ""), (1, "Expect: 100-continue\r\n")])
+async def test_a_body_too_large_by_its_length_says_connection_close(server, length, expect):
+    """Refused at once, before the body is sent: far over the limit, or over it
+    with Expect: 100-continue (the client waits for the word to send)."""
     base, app = server
     limit = app.settings["engine"].limits.max_body_bytes
     conn = await Raw(base).open()
     try:
-        await conn.send(f"POST /status/_big.j.a HTTP/1.1\r\nHost: t\r\nContent-Length: {limit + 1}\r\n\r\n".encode())
+        await conn.send(f"POST /status/_big.j.a HTTP/1.1\r\nHost: t\r\n{expect}"
+                        f"Content-Length: {length * limit + 1}\r\n\r\n".encode())
         status, headers, body = await conn.answer()
         assert status == 413 and orjson.loads(body)["error"]["code"] == "too-large"
         assert headers["connection"].lower() == "close" and await conn.closed()
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("path", ["/status/_big.j.a", "/status"])
+async def test_a_body_too_large_sent_whole_before_reading_gets_its_413(server, path):
+    """A client that sends its whole body before it reads (urllib, most job
+    scripts) gets the 413, not a reset, and the connection stays usable."""
+    base, app = server
+    limit = app.settings["engine"].limits.max_body_bytes
+    conn = await Raw(base).open()
+    try:
+        status, headers, body = await conn.request("POST", path, b"x" * (limit + 1))
+        assert status == 413 and orjson.loads(body)["error"]["code"] == "too-large"
+        assert usable_or_said_so(headers)
+        assert (await conn.request("GET", "/health"))[0] == 200
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("method", ["FOO", "TRACE", "post"])
+@pytest.mark.parametrize("body", [b"", b'{"progress": 0.5}'])
+async def test_an_unknown_method_gets_405_and_says_connection_close(server, method, body):
+    """Tornado answers a method it does not know before the body is read, so
+    the connection closes after the 405: the answer says so."""
+    base, _ = server
+    for path in ("/status/_m.j.a", "/status", "/status/_m.j.a/history"):
+        conn = await Raw(base).open()
+        try:
+            status, headers, answer = await conn.request(method, path, body, {"Content-Length": str(len(body))})
+            assert status == 405 and orjson.loads(answer)["error"]["code"] == "http-405"
+            if not usable_or_said_so(headers):
+                assert await conn.closed()
+            else:
+                assert (await conn.request("GET", "/health"))[0] == 200
+        finally:
+            conn.close()
 
 
 @pytest.mark.parametrize("path", ["/status/_big.j.a", "/status"])
