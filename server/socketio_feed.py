@@ -158,7 +158,8 @@ def make_socketio(service, cors_origins: list[str] | None = None) -> socketio.As
         try:
             grant = service.auth.verify(token)
         except Unauthorized as e:
-            raise socketio.exceptions.ConnectionRefusedError(e.as_dict()) from None
+            # The client's connect_error gets {message, data: {code, message}}.
+            raise socketio.exceptions.ConnectionRefusedError(e.message, e.as_dict()) from None
         grants[sid] = grant
         subscriptions[sid] = {}
         locks[sid] = asyncio.Lock()

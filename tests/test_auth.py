@@ -162,8 +162,13 @@ async def test_socketio_matrix(secured, http):
     base, _ = secured
     for bad in (None, "garbage", token("read:*", exp=-10), token("read:*", key="x" * 40)):
         c = socketio.AsyncClient(reconnection=False)
+        refusals = []
+        c.on("connect_error", refusals.append)
         with pytest.raises(socketio.exceptions.ConnectionError):
             await c.connect(base, transports=["websocket"], auth={"token": bad} if bad else None, wait_timeout=5)
+        # a message to show, and the error as every other route gives it
+        assert refusals and refusals[0]["data"]["code"] == "unauthorized", refusals
+        assert refusals[0]["message"] == refusals[0]["data"]["message"]
     c = await SioClient().connect(base, auth={"token": token("read:_sio.job1")})
     try:
         assert (await c.subscribe("_sio.job1"))["key"] == "_sio.job1"
