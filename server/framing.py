@@ -15,6 +15,7 @@ import asyncio
 import logging
 import re
 import socket
+import urllib.parse
 
 import orjson
 import tornado.routing
@@ -75,7 +76,22 @@ class FramingRouter(tornado.routing.Router):
         refused = bad_framing(request.headers)
         if refused:
             return Refusal(request, *refused)
+        if not request.uri.startswith("/"):
+            origin_form(request)
         return self.app.find_handler(request, **kwargs)
+
+
+def origin_form(request: httputil.HTTPServerRequest) -> None:
+    """A request target in absolute form ('http://host/status/x', as proxies
+    send it; servers must accept it, RFC 9112 section 3.2.2) routed as its
+    path, its authority taking the place of Host."""
+    parts = urllib.parse.urlsplit(request.uri)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return  # not absolute: routed as it is (to a 404)
+    request.path = parts.path or "/"
+    request.uri = request.path + ("?" + parts.query if parts.query else "")
+    request.host = parts.netloc
+    request.host_name = httputil.split_host_and_port(parts.netloc.lower())[0]
 
 
 class Refusal(httputil.HTTPMessageDelegate):

@@ -186,7 +186,9 @@ class BaseHandler(tornado.web.RequestHandler):
         if origin and origin in self.application.settings["cors_origins"]:
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Vary", "Origin")
-            self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
+            self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-Id")
+            # what a page's script may read of an answer, beyond the basic headers
+            self.set_header("Access-Control-Expose-Headers", "X-Request-Id, Retry-After, WWW-Authenticate")
             self.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
             self.set_header("Access-Control-Max-Age", "600")
 
@@ -339,6 +341,8 @@ class HealthHandler(BaseHandler):
         # 503 only when Redis is gone: REST still works while AMQP reconnects ("degraded").
         self.send_json(health, 503 if health["status"] == "unavailable" else 200)
 
+    head = get  # probes that ask with HEAD get GET's status and headers (Tornado sends no body)
+
 
 class LiveHandler(BaseHandler):
     """GET /health/live: the process runs and its event loop answers (a
@@ -349,6 +353,8 @@ class LiveHandler(BaseHandler):
 
     def get(self) -> None:
         self.send_json({"status": "live", "_now": now_ms()})
+
+    head = get  # probes that ask with HEAD get GET's status and headers (Tornado sends no body)
 
 
 class ReadyHandler(BaseHandler):
@@ -371,6 +377,8 @@ class ReadyHandler(BaseHandler):
         if problems:
             body["problems"] = problems
         self.send_json(body, 503 if problems else 200)
+
+    head = get  # probes that ask with HEAD get GET's status and headers (Tornado sends no body)
 
 
 class MetricsHandler(BaseHandler):

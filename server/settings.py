@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 
@@ -109,7 +109,8 @@ class Settings:
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         for f in fields(cls):
-            shown = f"default {f.default}; " if f.default not in ("", None) else ""
+            default = f.default_factory() if f.default is MISSING else f.default
+            shown = f"default {default}; " if default not in ("", None) else ""
             # argparse expands %-formats in help: a literal % is written %%.
             text = f"{f.metadata.get('help', '')} ({shown}${_env_name(f.name)})".replace("%", "%%")
             parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, help=text)

@@ -151,6 +151,8 @@ async def test_cors(secured, http):
     status, _, resp = await http("OPTIONS", f"{base}/status/_c.job", None, {
         "Origin": "https://ui.example", "Access-Control-Request-Method": "POST"})
     assert status == 204 and "Authorization" in resp.headers["Access-Control-Allow-Headers"]
+    assert "X-Request-Id" in resp.headers["Access-Control-Allow-Headers"]
+    assert "X-Request-Id" in resp.headers["Access-Control-Expose-Headers"]
     # A read answer varies by Origin (its CORS header) and by Accept-Encoding (gzip): a cache must know both.
     reader = {"Origin": "https://ui.example", "Authorization": f"Bearer {token('read:*')}"}
     status, _, resp = await http("GET", f"{base}/status", None, reader)

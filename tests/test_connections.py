@@ -214,7 +214,7 @@ async def test_head_and_wrong_methods(server, http):
     await http("POST", f"{base}/status/_h.j.a", {"progress": 0.5})
     conn = await Raw(base).open()
     try:
-        for path in (b"/status/_h.j", b"/status/_h.j.a/history"):
+        for path in (b"/status/_h.j", b"/status/_h.j.a/history", b"/health", b"/health/live", b"/health/ready"):
             await conn.send(b"HEAD " + path + b" HTTP/1.1\r\nHost: t\r\n\r\n")
             head = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), 10)
             assert head.startswith(b"HTTP/1.1 200") and b"application/json" in head, head
@@ -274,5 +274,19 @@ async def test_a_length_of_non_ascii_digits_is_bad_framing(server, path):
         status, got, body = await conn.answer()
         assert status == 400 and orjson.loads(body)["error"]["code"] == "bad-framing"
         assert got["connection"].lower() == "close" and await conn.closed()
+    finally:
+        conn.close()
+
+
+async def test_a_target_in_absolute_form_is_routed_by_its_path(server):
+    """RFC 9112, 3.2.2: a server accepts 'POST http://host/status/x' (what proxies send)."""
+    base, _ = server
+    conn = await Raw(base).open()
+    try:
+        status, _, body = await conn.request("POST", f"{base}/status/_abs.j.a", b'{"progress": 0.5}')
+        assert status == 200, body
+        status, _, body = await conn.request("GET", f"{base}/status/_abs.j.a?depth=1")
+        assert status == 200 and orjson.loads(body)["progress"] == 0.5
+        assert (await conn.request("GET", "HTTP://example.org/health"))[0] == 200
     finally:
         conn.close()
