@@ -12,9 +12,11 @@ routed, authenticated or applied.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import re
 import socket
+import time
 import urllib.parse
 
 import orjson
@@ -75,7 +77,7 @@ class FramingRouter(tornado.routing.Router):
     def find_handler(self, request: httputil.HTTPServerRequest, **kwargs):
         refused = bad_framing(request.headers)
         if refused:
-            return Refusal(request, *refused)
+            return Refusal(request, *refused, log_function=self.app.settings.get("log_function"))
         if not request.uri.startswith("/"):
             origin_form(request)
         return self.app.find_handler(request, **kwargs)
@@ -95,19 +97,35 @@ def origin_form(request: httputil.HTTPServerRequest) -> None:
 
 
 class Refusal(httputil.HTTPMessageDelegate):
-    """Answers one wrongly framed request and closes its connection unread."""
+    """Answers one wrongly framed request and closes its connection unread.
+    It is logged and counted as any answer (the access log's *log_function*)."""
 
-    def __init__(self, request: httputil.HTTPServerRequest, status: int, code: str, message: str) -> None:
-        self.request, self.status = request, status
+    route = "other"  # for the access log and metrics, as handlers have it
+
+    def __init__(self, request: httputil.HTTPServerRequest, status: int, code: str, message: str,
+                 log_function=None) -> None:
+        from .handlers import new_request_id  # (handlers imports this module)
+
+        self.request, self.status, self.error_code = request, status, code
+        self.request_id = new_request_id(request.headers)
+        self.log_function = log_function
         self.body = orjson.dumps({"error": {"code": code, "message": message}})
         log.info("%s %s: %s %s", request.method, request.uri, code, message)
+
+    def get_status(self) -> int:
+        return self.status
 
     def headers_received(self, start_line, headers) -> None:
         # Taken off Tornado's hands before it reads (or refuses) the body.
         stream = self.request.connection.detach()
         reason = httputil.responses.get(self.status, "Bad Request")
         head = (f"HTTP/1.1 {self.status} {reason}\r\nContent-Type: application/json\r\n"
-                f"Cache-Control: no-store\r\nConnection: close\r\nContent-Length: {len(self.body)}\r\n\r\n")
+                f"Cache-Control: no-store\r\nX-Request-Id: {self.request_id}\r\n"
+                f"Date: {email.utils.formatdate(usegmt=True)}\r\nConnection: close\r\n"
+                f"Content-Length: {len(self.body)}\r\n\r\n")
+        self.request._finish_time = time.time()
+        if self.log_function is not None:
+            self.log_function(self)
         task = asyncio.ensure_future(_answer_and_close(stream, head.encode("latin-1") + self.body))
         _closing.add(task)
         task.add_done_callback(_closing.discard)

@@ -22,6 +22,7 @@ import logging
 import time
 
 import orjson
+import tornado
 from tornado import httputil
 from tornado.iostream import StreamClosedError
 
@@ -34,6 +35,7 @@ from .handlers import MAX_HEADERS_BYTES, MAX_URI_BYTES, NodeHandler, new_request
 log = logging.getLogger("sca_progress.server")
 
 _PREFIX = "/status/"
+SERVER = f"TornadoServer/{tornado.version}"
 
 
 class HotRouter(FramingRouter):
@@ -125,6 +127,7 @@ class UpdateDelegate(httputil.HTTPMessageDelegate):
         headers["Cache-Control"] = "no-store"
         headers["X-Request-Id"] = self.request_id
         headers["Date"] = _date()
+        headers["Server"] = SERVER  # as RequestHandler's answers have it
         headers["Content-Length"] = str(len(body))
         for name, value in extra:
             headers[name] = value

@@ -250,10 +250,12 @@ async def test_a_request_framed_wrongly_gets_json_and_connection_close(server, m
     base, _ = server
     conn = await Raw(base).open()
     try:
-        head = [f"{method} {path} HTTP/1.1", "Host: t", *(f"{k}: {v}" for k, v in headers.items())]
+        head = [f"{method} {path} HTTP/1.1", "Host: t", "X-Request-Id: framing-1",
+                *(f"{k}: {v}" for k, v in headers.items())]
         await conn.send(("\r\n".join(head) + "\r\n\r\n").encode() + b"0\r\n\r\n")
         status, got, body = await conn.answer()
         assert status == expected, (status, got, body)
+        assert got["x-request-id"] == "framing-1" and "date" in got
         assert orjson.loads(body)["error"]["code"] == ("bad-framing" if expected == 400 else "too-large")
         assert got["connection"].lower() == "close" and got["content-type"] == "application/json"
         assert await conn.closed()

@@ -328,7 +328,7 @@ async def test_the_hot_route_answers_as_the_request_handler_does(server, http, m
                 for t in ("update_time", "start_time", "run_time", "eta"):
                     data.pop(t, None)
             answers.append((status, data, resp.headers.get("Content-Type"), resp.headers.get("Cache-Control"),
-                            bool(resp.headers.get("X-Request-Id"))))
+                            resp.headers.get("Server"), bool(resp.headers.get("X-Request-Id"))))
         assert answers[0] == answers[1], (key, body)
     assert taken == [key for key, _ in cases]  # the plain requests all took the hot route
     status, _, resp = await http("POST", f"{base}/status/_hot.j.d", {"progress": 1},
