@@ -292,3 +292,21 @@ async def test_a_target_in_absolute_form_is_routed_by_its_path(server):
         assert (await conn.request("GET", "HTTP://example.org/health"))[0] == 200
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /status/_bad.j.a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nHost: t\r\nno colon here\r\n\r\n",
+    b"HELLO\r\n\r\n",
+])
+async def test_a_request_that_is_not_http_gets_a_json_400_that_says_connection_close(server, request_bytes):
+    """What Tornado cannot parse (a chunk size, a header line, a start line)."""
+    base, _ = server
+    conn = await Raw(base).open()
+    try:
+        await conn.send(request_bytes)
+        status, got, body = await conn.answer()
+        assert status == 400 and orjson.loads(body)["error"]["code"] == "bad-request"
+        assert got["connection"].lower() == "close" and await conn.closed()
+    finally:
+        conn.close()
