@@ -13,7 +13,8 @@ one segment below the namespace) and decides per event:
     long-running   "<job> is still working: 42 % done, ETA <date>" (the service
                    sends one --long-running-after the start, then every
                    --long-running-every: daily by default)
-    stalled        "<job> has made no progress since <time>"
+    stalled        "<job> is stalled since <time>" (when it stalled: it had not
+                   changed for --stall-after, or was well past its eta)
     recovered      "<job> is moving again"
 
 send() prints each message as one line; a real notifier would mail or chat
@@ -49,7 +50,7 @@ def message(event: dict, quiet_under_s: float) -> str | None:
         eta = f", ETA {_when(event['eta'])}" if event.get("eta") else ""
         return f"{key} is still working after {ran}: {done}{eta}"
     if kind == "stalled":
-        return f"{key} has made no progress since {_when(event['at'])}"
+        return f"{key} is stalled since {_when(event['at'])}"
     if kind == "recovered":
         return f"{key} is moving again"
     return None  # started, and kinds this version does not know

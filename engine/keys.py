@@ -23,6 +23,7 @@ Redis Cluster hash tag, so every key of one tree lives in one slot):
     P:{R}:ids        string  node id counter of the tree
     P:{R}:gc         list    '<id> <key>' of detached nodes whose storage is not freed yet
     P:{R}:out        hash    completion events not yet published (id -> event)
+    P:{R}:lc         hash    the job root's lifecycle notices so far (server/lifecycle.py)
     P:{R}:w          string  present while some server has live-feed subscribers of the tree
     P:{R}:f          channel the tree's changes, published while it is watched
     P:{N}:ns         zset    trees and namespaces directly under namespace N, by first-seen order

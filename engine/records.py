@@ -162,9 +162,10 @@ def decode(key: str, raw: bytes, fragments: bool = False, now: float | None = No
         node["end_time"] = int(fin)
     if began == began:
         node["run_time"] = int(began)
-    eta = eta_of(p, upd, rate, began if began == began else start, now, tau)
-    if eta is not None:
-        node["eta"] = eta
+    if fin != fin:  # an ended node (finished, failed, canceled) has no eta
+        eta = eta_of(p, upd, rate, began if began == began else start, now, tau)
+        if eta is not None:
+            node["eta"] = eta
     if counts is not None:
         node["_status_counts"] = orjson.Fragment(counts) if fragments else orjson.loads(counts)
     if stall_ms and now is not None:

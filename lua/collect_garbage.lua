@@ -66,6 +66,6 @@ while budget > 0 do
 end
 local left = rcall('LLEN', gc)
 if left == 0 and rcall('HEXISTS', t, '') == 0 then
-  rcall('DEL', T .. 'ids')
+  rcall('DEL', T .. 'ids', T .. 'lc') -- the tree is gone: its id counter, its lifecycle state (server/lifecycle.py)
 end
 return left

@@ -492,10 +492,10 @@ class NodeHandler(BodyHandler):
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
             return default
-        try:
-            return int(raw)
-        except ValueError:
-            raise bad(f"bad-{name}", f"{name} must be an integer, not {raw!r}") from None
+        digits = raw[1:] if raw[:1] == "-" else raw
+        if not is_decimal(digits):  # int() also takes '1_0', ' 1' and other scripts' digits
+            raise bad(f"bad-{name}", f"{name} must be an integer, not {raw!r}")
+        return int(raw)
 
 
 class BatchHandler(NodeHandler):

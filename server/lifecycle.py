@@ -5,18 +5,25 @@ finished, failed or canceled.  The notices here are about time passing, which
 no update announces, so a sweep looks for them every --lifecycle-interval
 seconds, for tree roots (the jobs: ``_portal.job123``), never for every node:
 
-    started       the job ran (left waiting) for the first time
+    started       the job ran (left waiting) for the first time; at: run_time
     long-running  the job is still unfinished --long-running-after seconds
                   after it started; again every --long-running-every seconds
-    stalled       the job is stalled (engine/records.py: running, unchanged
-                  for --stall-after, or well past its eta)
-    recovered     a stalled job changed again
+                  (0: never again).  at: when it was due; a notice missed
+                  (the job was stalled, or nothing swept) comes at once, and
+                  the next one --long-running-every after it
+    stalled       the job is stalled (engine/records.py: unchanged for
+                  --stall-after, or well past its eta); at: since when
+    recovered     a stalled job changed again; at: its latest change.  A
+                  stalled job that ends gets its completion event, no
+                  'recovered'.
 
 Each notice is sent once per occurrence: what was noticed is kept with the
-tree (``P:{R}:lc``, a hash: started, long, stalled), and a notice goes through
-the tree's outbox like a completion event, so it survives a crash between
-Redis and the broker (at least once; the id, '<key>@<kind>@<ms>', is the AMQP
-message id, and its type is the kind).
+tree (``P:{R}:lc``, a hash: born, started, long, stalled), and a notice goes
+through the tree's outbox like a completion event, so it survives a crash
+between Redis and the broker (at least once; the id, '<key>@<kind>@<at>', is
+the AMQP message id, and its type is the kind).  'born' is the root's
+start_time: state kept for an earlier tree of the same key (deleted, then
+posted again) is dropped, and collect_garbage.lua deletes it with the tree.
 
 What one sweep examines is bounded by the jobs that are active: the trees
 updated within --stall-after (started, long-running, overdue, recovered), and
@@ -55,8 +62,12 @@ class Lifecycle:
         self.engine = service.engine
         self.stall_ms = int(s.stall_after * 1000)
         self.long_ms = int(s.long_running_after * 1000)
-        self.every_ms = max(1, int(s.long_running_every * 1000))
+        self.every_ms = int(s.long_running_every * 1000)  # 0: no notice after the first
         self.interval = s.lifecycle_interval
+        #: A long-running notice found later than this after it was due was
+        #: missed (not just waiting for a sweep): it comes now, and the next
+        #: one every_ms after it, not every_ms after its missed time.
+        self.late_ms = int(2 * s.lifecycle_interval * 1000)
         self.noticed = 0
 
     @property
@@ -103,27 +114,33 @@ class Lifecycle:
             for root in roots:
                 pipe.hgetall(keys.tree(root) + "lc")
             states = await pipe.execute()
-        due: list[tuple[str, Event, dict, list]] = []  # root, event, fields to set, fields to drop
+        # root, event (None: only the state changes), fields to set, fields to drop
+        due: list[tuple[str, Event | None, dict, list]] = []
         for root, state in zip(roots, states):
             node = nodes.get(root)
             if node is None:
                 continue
             state = {k.decode(): int(v) for k, v in state.items()}
+            born = node["start_time"]
+            if state.get("born") != born:  # new, or kept for an earlier tree of this key
+                due.append((root, None, {"born": born}, [k for k in state if k != "born"]))
+                state = {}
             for event, sets, drops in self._notices(node, state, now, active_since):
                 due.append((root, event, sets, drops))
         if not due:
             return []
+        events = [(root, event) for root, event, _, _ in due if event is not None]
         async with redis.pipeline(transaction=False) as pipe:
-            for root, event, sets, drops in due:  # the outbox first: a crash between the two repeats a notice, loses none
+            for root, event in events:  # the outbox first: a crash between the two repeats a notice, loses none
                 pipe.hset(keys.tree(root) + "out", event.id, event.packed())
             for root, event, sets, drops in due:
-                if sets:
-                    pipe.hset(keys.tree(root) + "lc", mapping=sets)
                 if drops:
                     pipe.hdel(keys.tree(root) + "lc", *drops)
+                if sets:
+                    pipe.hset(keys.tree(root) + "lc", mapping=sets)
             await pipe.execute()
-        await self._to_feeds(due)
-        return [event for _, event, _, _ in due]
+        await self._to_feeds(events)
+        return [event for _, event in events]
 
     async def _to_feeds(self, due: list) -> None:
         """Each notice also goes to the live feed of its tree, when watched
@@ -133,36 +150,46 @@ class Lifecycle:
             return
         redis, keys = self.engine.redis, self.engine.keys
         async with redis.pipeline(transaction=False) as pipe:
-            for root, _, _, _ in due:
+            for root, _ in due:
                 pipe.exists(keys.tree(root) + "w")
             watched = await pipe.execute()
-        for (root, event, _, _), on in zip(due, watched):
+        for (root, event), on in zip(due, watched):
             if on:
                 await redis.execute_command(command, keys.tree(root) + "f",
                                             pack([event.end_time, [], False, orjson.dumps(event.as_dict())]))
 
     def _notices(self, node: dict, state: dict, now: int, active_since: int):
-        """(event, lc fields to set, lc fields to drop) due for one job root."""
-        key, run = node["key"], node.get("run_time")
+        """(event or None, lc fields to set, lc fields to drop) due for one job root."""
+        key, run, upd = node["key"], node.get("run_time"), node["update_time"]
         ended = "end_time" in node
 
         def notice(kind: str, at: int) -> Event:
-            return Event(f"{key}@{kind}@{at}", key, node.get("status", ""), node["start_time"], now, run, kind,
+            return Event(f"{key}@{kind}@{at}", key, node.get("status", ""), node["start_time"], at, run, kind,
                          node.get("progress"), node.get("eta"))
 
         if run is not None and "started" not in state:
             yield notice("started", run), {"started": run}, []
-        since = node.get("_stalled_since")
-        if "stalled" in state and since != state["stalled"]:
-            if since is None:  # it changed (or ended) since it stalled
-                yield notice("recovered", node["update_time"]), {}, ["stalled"]
-            else:  # stalled again, later
+        since, was = node.get("_stalled_since"), state.get("stalled")
+        if was is None:
+            if since is not None:
                 yield notice("stalled", since), {"stalled": since}, []
-        elif since is not None and "stalled" not in state:
-            yield notice("stalled", since), {"stalled": since}, []
-        if self.long_ms and run is not None and not ended and node["update_time"] >= active_since:
-            first = run + self.long_ms
-            if now >= first:
-                slot = first + (now - first) // self.every_ms * self.every_ms  # the notice due last
-                if state.get("long", 0) < slot:
-                    yield notice("long-running", slot), {"long": slot}, []
+        elif since != was:
+            # A stall by silence ends with a change; one by lateness (past the
+            # eta) only once the node is no longer late: while late, its
+            # 'since' moves with each change of its eta, and it is the same stall.
+            if since is None or (since - upd == self.stall_ms and upd >= was):
+                if ended:
+                    yield None, {}, ["stalled"]  # its completion event says the rest
+                else:
+                    yield notice("recovered", upd), {}, ["stalled"]
+                    if since is not None:  # and stalled again since (between two sweeps)
+                        yield notice("stalled", since), {"stalled": since}, []
+            else:
+                yield None, {"stalled": since}, []
+        if self.long_ms and run is not None and not ended and upd >= active_since:
+            last = state.get("long")
+            due = run + self.long_ms if last is None else last + self.every_ms if self.every_ms else None
+            if due is not None and now >= due:
+                if now - due > self.late_ms:
+                    due = now
+                yield notice("long-running", due), {"long": due}, []

@@ -6,6 +6,7 @@ a flag wins over the variable, the variable over the default.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -145,7 +146,10 @@ def _convert(typ: str, name: str, raw: str):
         if typ == "int":
             return int(raw)
         if typ == "float":
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):  # nan, inf: no setting means either
+                raise ValueError(raw)
+            return value
     except ValueError:
         raise SystemExit(f"--{name.replace('_', '-')}: {raw!r} is not {'an integer' if typ == 'int' else 'a number'}") from None
     return raw

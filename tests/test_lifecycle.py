@@ -208,3 +208,82 @@ async def test_the_example_notifier_is_quiet_for_short_jobs_and_reports_long_one
     assert 1 <= len(still) <= 3 and all("% done" in line for line in still), lines
     assert lines[-1].startswith("_nt.week finished after 2s") or lines[-1].startswith("_nt.week finished after 1s"), lines
     assert notifier.returncode == 0, err
+
+
+async def _sweep(service) -> list[dict]:
+    """One lifecycle sweep now (past the previous sweep's lock): its notices."""
+    await asyncio.sleep(service.settings.lifecycle_interval)
+    return [e.as_dict() for e in await service.lifecycle.sweep()]
+
+
+async def test_notice_times_and_the_ends_of_stalls(app_with, http):
+    """Each notice's `at` is when it happened; a stalled job that ends gets no
+    'recovered'; a recovery between two sweeps is still told; a job deleted
+    and posted again starts afresh; the state goes with the tree."""
+    base, app = await app_with(stall_after=0.4, long_running_after=60, lifecycle_interval=0.05)
+    service = app.settings["service"]
+    for job in ("a", "b", "c"):
+        await http("POST", f"{base}/status/_lt.{job}.x", {"status": "running", "progress": 0.1})
+    got = await _sweep(service)
+    node = (await http("GET", f"{base}/status/_lt.a"))[1]
+    assert sorted(e["key"] for e in got if e["event"] == "started") == ["_lt.a", "_lt.b", "_lt.c"]
+    assert [e["at"] for e in got if e["key"] == "_lt.a"] == [node["run_time"]]
+    await asyncio.sleep(0.5)
+    got = await _sweep(service)
+    stalled = {e["key"]: e for e in got if e["event"] == "stalled"}
+    assert set(stalled) == {"_lt.a", "_lt.b", "_lt.c"}, got
+    assert stalled["_lt.a"]["at"] == node["update_time"] + 400  # since when it is stalled
+
+    await http("POST", f"{base}/status/_lt.a", {"status": "failed"})  # a stalled job ends
+    await http("POST", f"{base}/status/_lt.b.x", {"progress": 0.2})  # recovers, then stalls again
+    recovered_at = (await http("GET", f"{base}/status/_lt.b"))[1]["update_time"]
+    await asyncio.sleep(0.5)
+    got = await _sweep(service)
+    assert not [e for e in got if e["key"] == "_lt.a"], got  # its completion event says it
+    b = [(e["event"], e["at"]) for e in got if e["key"] == "_lt.b"]
+    assert b == [("recovered", recovered_at), ("stalled", recovered_at + 400)], got
+
+    engine = service.engine
+    await engine.delete("_lt.c")
+    await http("POST", f"{base}/status/_lt.c.x", {"status": "running", "progress": 0.3})
+    got = await _sweep(service)
+    assert [e["event"] for e in got if e["key"] == "_lt.c"] == ["started"], got  # a new job: no 'recovered'
+    await engine.delete("_lt.b")
+    await engine.collect_garbage("_lt.b")
+    assert not await engine.redis.exists(engine.keys.tree("_lt.b") + "lc")  # gone with the tree
+
+
+@pytest.mark.parametrize("every", [0, 0.4])
+async def test_long_running_notices_keep_their_period(app_with, http, every):
+    """A notice missed while the job was stalled comes once it moves again,
+    and the next one a whole period later, not straight after; with
+    --long-running-every 0 only the first comes."""
+    base, app = await app_with(stall_after=0.3, long_running_after=0.2, long_running_every=every,
+                               lifecycle_interval=0.05)
+    service = app.settings["service"]
+    await http("POST", f"{base}/status/_lp.j.x", {"status": "running", "progress": 0.1})
+    notices = await _sweep(service)
+    await asyncio.sleep(0.5)  # stalled when its first long-running notice falls due
+    notices += await _sweep(service)
+    p, t0 = 0.1, time.monotonic()
+    while time.monotonic() - t0 < 1.3:
+        p += 0.02
+        await http("POST", f"{base}/status/_lp.j.x", {"progress": round(p, 3)})
+        notices += await _sweep(service)
+    kinds = [e["event"] for e in notices]
+    assert kinds[:2] == ["started", "stalled"] and "recovered" in kinds, kinds
+    ats = [e["at"] for e in notices if e["event"] == "long-running"]
+    if every == 0:
+        assert len(ats) == 1, notices
+    else:
+        assert 2 <= len(ats) <= 4 and all(b - a >= 400 for a, b in zip(ats, ats[1:])), ats
+
+
+async def test_an_ended_node_has_no_eta(app_with, http):
+    base, _ = await app_with()
+    await http("POST", f"{base}/status/_le.j", {"status": "running", "progress": 0.2})
+    await asyncio.sleep(0.2)
+    await http("POST", f"{base}/status/_le.j", {"progress": 0.6})
+    await http("POST", f"{base}/status/_le.j", {"status": "failed"})
+    node = (await http("GET", f"{base}/status/_le.j"))[1]
+    assert node["progress"] == 0.6 and "end_time" in node and "eta" not in node, node

@@ -167,6 +167,8 @@ async def test_a_status_is_listed_exactly_as_it_was_set(server, http):
     ("POST", "/status", b'{"key": "_x.j"}', 400, "bad-body"),
     ("GET", "/status/_x.j?depth=abc", None, 400, "bad-depth"),
     ("GET", "/status/_x.j?depth=99", None, 400, "bad-depth"),
+    ("GET", "/status/_x.j?depth=1_0", None, 400, "bad-depth"),
+    ("GET", "/status/_x.j?depth=%D9%A2", None, 400, "bad-depth"),
     ("GET", "/status/_x.j?limit=0", None, 400, "bad-limit"),
     ("GET", "/status/_x.j?cursor=zz", None, 400, "bad-cursor"),
     ("GET", "/status/_x.j?cursor=1:2:3", None, 400, "bad-cursor"),
