@@ -453,18 +453,33 @@ class NodeHandler(BodyHandler):
 
     async def _stalled(self, key: str) -> None:
         """?stalled=1: the stalled nodes of the subtree (to --depth, by default
-        all of it that one read may load), each without its tasks."""
+        all of it that one read may load), each without its tasks.  Wide
+        nodes are paged as in any read: the node's next page of children is
+        ``_children_next`` (give it as ``cursor``), and ``_more`` names the
+        nodes below whose children were cut at a page, with their cursors.
+        With ``status``, only the stalled nodes in that status (``none``:
+        without one)."""
+        want, most = self._exact_arg("status"), self.engine.limits.max_status_chars
+        if want is not None and not 0 < len(want) <= most:
+            raise bad("bad-status", f"status must be 1-{most} characters ('none' for nodes without a status)")
         node = await self.engine.read(key, depth=self._int_arg("depth", self.engine.limits.max_read_depth),
                                       limit=self._int_arg("limit", None),
                                       cursor=self.get_query_argument("cursor", None),
                                       order=self.get_query_argument("order", "first"))
-        found, stack = [], [node]
+        found, more, stack = [], [], [node]
         while stack:
             n = stack.pop()
             stack.extend(reversed(n.get("tasks", ())))
-            if n.get("_stalled"):
-                found.append({k: v for k, v in n.items() if k != "tasks"})
-        self.send_json({"key": key, "stalled": found, "_now": now_ms()})
+            if n.get("_stalled") and (want is None or n.get("status", "none") == want):
+                found.append({k: v for k, v in n.items() if k not in ("tasks", "_children_next")})
+            if n is not node and "_children_next" in n:
+                more.append({"key": n["key"], "_children_next": n["_children_next"]})
+        body = {"key": key, "stalled": found, "_now": now_ms()}
+        if "_children_next" in node:
+            body["_children_next"] = node["_children_next"]
+        if more:
+            body["_more"] = more
+        self.send_json(body)
 
     async def post(self, key: str) -> None:
         self.send_json(await post_update(self.service, self.grant, key, self.json_body()))

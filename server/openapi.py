@@ -37,6 +37,8 @@ NODE = {"type": "object", "required": ["key"], "additionalProperties": True, "pr
     "_status_counts": {"type": "object", "additionalProperties": {"type": "integer"}},
     "_stalled": {"const": True}, "_stalled_since": {"type": "integer"}, "_stalled_count": {"type": "integer"},
     "stalled": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
+    "_more": {"type": "array", "items": {"type": "object", "properties": {
+        "key": {"type": "string"}, "_children_next": {"type": "string"}}}},
     "_children": {"type": "array", "items": {"type": "string"}},
     "_children_total": {"type": "integer"}, "_children_next": {"type": "string"},
     "_children_status": {"type": "string"},
@@ -149,7 +151,9 @@ def openapi() -> dict:
                      "with its progress history (_history: samples, step_ms, trend_rate, trend_eta)",
                      "schema": {"type": "string", "enum": ["0", "1"]}},
                     {"name": "stalled", "in": "query", "description": "1: answer {key, stalled: [nodes], _now}, "
-                     "the stalled nodes of the subtree to depth (default: as deep as one read goes)",
+                     "the stalled nodes of the subtree to depth (default: as deep as one read goes); wide "
+                     "nodes are paged: _children_next (the node's next page, as cursor) and _more (nodes "
+                     "below with their own next page); with status, only the stalled nodes in that status",
                      "schema": {"type": "string", "enum": ["0", "1"]}},
                     {"name": "order", "in": "query", "description": "first: children in first-seen order; "
                      "recent: a namespace's trees by last update, newest first (namespaces only: a tree node "

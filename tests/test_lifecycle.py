@@ -287,3 +287,30 @@ async def test_an_ended_node_has_no_eta(app_with, http):
     await http("POST", f"{base}/status/_le.j", {"status": "failed"})
     node = (await http("GET", f"{base}/status/_le.j"))[1]
     assert node["progress"] == 0.6 and "end_time" in node and "eta" not in node, node
+
+
+async def test_stalled_nodes_of_a_wide_node_page_by_cursor(app_with, http):
+    base, app = await app_with(stall_after=0.3)
+    await app.settings["engine"].apply([(f"_sw.j.d.e{i}", {"status": "running", "progress": 0.5}) for i in range(70)]
+                                       + [(f"_sw.j.c{i}", {"status": "running", "progress": 0.5}) for i in range(150)])
+    await http("POST", f"{base}/status/_sw.j", {"status": "paused"})
+    await asyncio.sleep(0.45)
+    seen, cursor, pages = [], None, 0
+    while True:
+        query = "stalled=1&limit=100" + (f"&cursor={cursor}" if cursor else "")
+        status, body, _ = await http("GET", f"{base}/status/_sw.j?{query}")
+        assert status == 200, body
+        seen += [n["key"] for n in body["stalled"]]
+        pages += 1
+        if pages == 1:  # the 70 grandchildren fit a page; nothing below was cut
+            assert "_more" not in body
+        cursor = body.get("_children_next")
+        if not cursor:
+            break
+    assert pages == 2 and len(seen) == len(set(seen)) == 150 + 1 + 70, (pages, len(seen))  # c*, d and d.e*
+    status, body, _ = await http("GET", f"{base}/status/_sw.j?stalled=1&limit=50")
+    assert body["_more"] == [{"key": "_sw.j.d", "_children_next": body["_more"][0]["_children_next"]}]
+    await http("POST", f"{base}/status/_sw.j.c7", {"status": "uploading", "progress": 0.6})
+    await asyncio.sleep(0.45)
+    status, body, _ = await http("GET", f"{base}/status/_sw.j?stalled=1&status=uploading")
+    assert status == 200 and [n["key"] for n in body["stalled"]] == ["_sw.j.c7"]
