@@ -430,10 +430,10 @@ class NodeHandler(BodyHandler):
 
     async def get(self, key: str = TOP) -> None:
         self.grant.check_read(key)
-        stalled = self.get_query_argument("stalled", "")
+        stalled = self._exact_arg("stalled") or ""  # as sent: Tornado's getter makes '%00' ''
         if stalled not in ("", "0", "1"):
             raise bad("bad-stalled", "stalled must be 1 (list the stalled nodes) or 0")
-        history = self.get_query_argument("history", "")
+        history = self._exact_arg("history") or ""
         if history not in ("", "0", "1"):
             raise bad("bad-history", "history must be 1 (each tree node with its _history) or 0")
         if stalled == "1":

@@ -168,6 +168,8 @@ async def test_a_status_is_listed_exactly_as_it_was_set(server, http):
     ("GET", "/status/_x.j?depth=abc", None, 400, "bad-depth"),
     ("GET", "/status/_x.j?depth=99", None, 400, "bad-depth"),
     ("GET", "/status/_x.j?depth=1_0", None, 400, "bad-depth"),
+    ("GET", "/status/_x.j?stalled=%00", None, 400, "bad-stalled"),
+    ("GET", "/status/_x.j?history=%00", None, 400, "bad-history"),
     ("GET", "/status/_x.j?depth=%D9%A2", None, 400, "bad-depth"),
     ("GET", "/status/_x.j?limit=0", None, 400, "bad-limit"),
     ("GET", "/status/_x.j?cursor=zz", None, 400, "bad-cursor"),
