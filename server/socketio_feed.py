@@ -129,11 +129,21 @@ def socketio_handler(sio: socketio.AsyncServer, cors_origins: list[str]):
     return Handler
 
 
+def _quiet_logger(name: str) -> logging.Logger:
+    """A logger of ours for python-socketio / python-engineio: given none, they
+    add a plain-text handler of their own to stderr, beside the service's
+    (--log-format json) lines.  Theirs log every packet at INFO: warnings up."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.WARNING)
+    return logger
+
+
 def make_socketio(service, cors_origins: list[str] | None = None) -> socketio.AsyncServer:
     """The socket.io server of *service* (whose hub follows the subscriptions)."""
     sio = socketio.AsyncServer(async_mode="tornado", serializer=_TextPacket, json=_OrjsonForSocketio,
                                cors_allowed_origins=cors_origins or None,  # None: same origin only
-                               logger=False, engineio_logger=False)
+                               logger=_quiet_logger("sca_progress.socketio.lib"),
+                               engineio_logger=_quiet_logger("sca_progress.engineio"))
     subscriptions: dict[str, dict[str, Subscription]] = {}
     grants: dict[str, Grant] = {}
     locks: dict[str, asyncio.Lock] = {}

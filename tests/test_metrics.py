@@ -248,3 +248,20 @@ def test_while_redis_is_unreachable_at_start_the_port_answers_live_and_not_ready
             redis.terminate()
             redis.wait(10)
     assert proc.returncode == 0 and "Traceback" not in err, err
+
+
+def test_socketio_errors_are_logged_as_json(tmp_path):
+    """python-engineio logs a bad websocket upgrade through the service's
+    logging (JSON here), not through a plain-text handler of its own."""
+    proc, base, log = start_service(["--prefix", RUN_PREFIX, "--data-dir", str(tmp_path / "data"),
+                                     "--log-format", "json"])
+    try:
+        status, _ = _get(f"{base}/socket.io/?EIO=4&transport=websocket")  # no Upgrade header
+        assert status == 400
+        deadline = time.monotonic() + 10
+        while "Invalid websocket upgrade" not in log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop_service(proc)
+    lines = [line for line in log().splitlines() if "Invalid websocket upgrade" in line]
+    assert lines and all(line.startswith("{") for line in lines), lines
