@@ -128,6 +128,9 @@ def encode_update(key: str, fields: Mapping, limits: Limits) -> tuple[str, bytes
                 raise bad("bad-type", "status must be a string")
             elif not 0 < len(value) <= limits.max_status_chars:
                 raise bad("bad-status", f"status must be 1-{limits.max_status_chars} characters")
+            elif value == "none":  # reads count and list nodes without a status as 'none'
+                raise bad("bad-status", "status 'none' is reserved: it names nodes without a status "
+                                        "(send null to remove a node's status)")
             else:
                 s_state, status = 1, value.encode()
         elif name == "msg":

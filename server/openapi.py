@@ -75,7 +75,8 @@ UPDATE = {
         "progress": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
         "weight": {"anyOf": [{"type": "null"}, {"const": 0},
                              {"type": "number", "minimum": MIN_POSITIVE_WEIGHT, "maximum": MAX_WEIGHT}]},
-        "status": {"type": ["string", "null"], "minLength": 1, "maxLength": _LIMITS.max_status_chars},
+        "status": {"type": ["string", "null"], "minLength": 1, "maxLength": _LIMITS.max_status_chars,
+                   "not": {"const": "none"}, "description": "'none' is reserved: it names nodes without a status"},
         "msg": {"type": ["string", "null"]}, "name": {"type": ["string", "null"]},
         "ts": {"type": ["number", "null"], "minimum": 0,
                "description": "producer timestamp, ms since the epoch (or a counter); an update older than the "

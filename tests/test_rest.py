@@ -167,6 +167,7 @@ async def test_a_status_is_listed_exactly_as_it_was_set(server, http):
     ("POST", "/status", b'{"key": "_x.j"}', 400, "bad-body"),
     ("GET", "/status/_x.j?depth=abc", None, 400, "bad-depth"),
     ("GET", "/status/_x.j?depth=99", None, 400, "bad-depth"),
+    ("POST", "/status/_x.j", b'{"status": "none"}', 400, "bad-status"),
     ("GET", "/status/_x.j?depth=1_0", None, 400, "bad-depth"),
     ("GET", "/status/_x.j?stalled=%00", None, 400, "bad-stalled"),
     ("GET", "/status/_x.j?history=%00", None, 400, "bad-history"),
