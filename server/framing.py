@@ -34,7 +34,7 @@ MAX_BODY_BYTES = 100 * 1024 * 1024
 #: this many bytes and seconds, before the close: closing a socket with
 #: unread data makes TCP reset it, and a reset can discard the answer before
 #: the client has read it.
-DISCARD_BYTES, DISCARD_SECONDS = 1 << 20, 5.0
+DISCARD_BYTES, DISCARD_SECONDS = 128 << 20, 10.0
 
 _closing: set[asyncio.Task] = set()  # held: the loop keeps only weak references
 
@@ -44,6 +44,15 @@ _LENGTHS = re.compile(r",[ \t]*")
 def is_decimal(text: str) -> bool:
     """Whether *text* is ASCII digits only (str.isdigit also takes '²' and '٣', which int() refuses)."""
     return text.isascii() and text.isdigit()
+
+
+def close_after(request: httputil.HTTPServerRequest) -> None:
+    """Have Tornado close *request*'s connection once it is answered, saying so
+    (`Connection: close` in the answer's headers, which Tornado then writes
+    itself).  Tornado keeps this in a private flag of its HTTP/1.1
+    connection; without it (another connection class), nothing changes."""
+    if hasattr(request.connection, "_disconnect_on_finish"):
+        request.connection._disconnect_on_finish = True
 
 
 def bad_framing(headers: httputil.HTTPHeaders) -> tuple[int, str, str] | None:
@@ -75,6 +84,9 @@ class FramingRouter(tornado.routing.Router):
         self.app = app
 
     def find_handler(self, request: httputil.HTTPServerRequest, **kwargs):
+        service = self.app.settings.get("service")
+        if service is not None and service.draining:  # shutting down: every route's answer says it
+            close_after(request)
         refused = bad_framing(request.headers)
         if refused:
             return Refusal(request, *refused, log_function=self.app.settings.get("log_function"))

@@ -33,7 +33,7 @@ from sca_progress.engine.keys import TOP, is_namespace
 from sca_progress.engine.records import decode
 
 from .auth import OPEN, TICKET_TTL_MS, bearer
-from .framing import is_decimal
+from .framing import close_after, is_decimal
 from .metrics import CONTENT_TYPE
 from .openapi import openapi
 
@@ -46,9 +46,10 @@ MAX_URI_BYTES = 8192
 #: server/app.py, so that anything between gets a 414 or 431, not a cut connection).
 MAX_HEADERS_BYTES = 32768
 
-#: How much of a chunked body over the limit is read (and dropped) so that its
-#: 413 reaches the client, in multiples of the limit.
-DISCARD_FACTOR = 4
+#: How much of a body over the limit is read (and dropped) so that its 413
+#: reaches a client that sends it whole before reading, in multiples of the
+#: limit: 32 x 4 MiB covers every body the server takes (100 MiB, framing.py).
+DISCARD_FACTOR = 32
 
 #: Answers shorter than this are sent as they are (gzip would not pay).
 GZIP_MIN_BYTES = 1024
@@ -146,6 +147,13 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def on_connection_close(self) -> None:
         self.service.answering.discard(self)
+        super().on_connection_close()  # a body still streaming in ends here (else its handler waits forever)
+
+    def finish(self, chunk=None):
+        if self.service.draining and not self._headers_written:
+            self.set_header("Connection", "close")  # shutting down: checked when answering, not when routed
+            close_after(self.request)
+        return super().finish(chunk)
 
     def prepare(self) -> None:
         self.grant = OPEN
@@ -180,8 +188,6 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("X-Request-Id", self.request_id)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        if self.service.draining:
-            self.set_header("Connection", "close")
         origin = self.request.headers.get("Origin")
         if origin and origin in self.application.settings["cors_origins"]:
             self.set_header("Access-Control-Allow-Origin", origin)
@@ -462,10 +468,18 @@ class NodeHandler(BodyHandler):
         want, most = self._exact_arg("status"), self.engine.limits.max_status_chars
         if want is not None and not 0 < len(want) <= most:
             raise bad("bad-status", f"status must be 1-{most} characters ('none' for nodes without a status)")
-        node = await self.engine.read(key, depth=self._int_arg("depth", self.engine.limits.max_read_depth),
-                                      limit=self._int_arg("limit", None),
-                                      cursor=self.get_query_argument("cursor", None),
-                                      order=self.get_query_argument("order", "first"))
+        lim = self.engine.limits
+        depth, limit = self._int_arg("depth", lim.max_read_depth), self._int_arg("limit", None)
+        while True:  # a subtree too big for one read: smaller pages per node, cut as _more says
+            try:
+                node = await self.engine.read(key, depth=depth, limit=limit,
+                                              cursor=self.get_query_argument("cursor", None),
+                                              order=self.get_query_argument("order", "first"))
+                break
+            except ProgressError as e:
+                if e.code != "too-many-nodes" or limit == 1:
+                    raise
+                limit = max(1, (limit or lim.default_children_limit) // 4)
         found, more, stack = [], [], [node]
         while stack:
             n = stack.pop()

@@ -29,7 +29,7 @@ from tornado.iostream import StreamClosedError
 from sca_progress.engine import ProgressError
 
 from .auth import bearer
-from .framing import FramingRouter, is_decimal
+from .framing import FramingRouter, close_after, is_decimal
 from .handlers import MAX_HEADERS_BYTES, MAX_URI_BYTES, NodeHandler, new_request_id, parse_json, post_update
 
 log = logging.getLogger("sca_progress.server")
@@ -133,6 +133,7 @@ class UpdateDelegate(httputil.HTTPMessageDelegate):
             headers[name] = value
         if self.router.service.draining:
             headers["Connection"] = "close"
+            close_after(self.request)
         start = httputil.ResponseStartLine("HTTP/1.1", self.status, httputil.responses.get(self.status, "Unknown"))
         connection = self.request.connection
         try:

@@ -14,8 +14,8 @@ seconds, for tree roots (the jobs: ``_portal.job123``), never for every node:
     stalled       the job is stalled (engine/records.py: unchanged for
                   --stall-after, or well past its eta); at: since when
     recovered     a stalled job changed again; at: its latest change.  A
-                  stalled job that ends gets its completion event, no
-                  'recovered'.
+                  stalled job that ends (or reaches progress 1) gets no
+                  'recovered', and no more 'long-running'.
 
 Each notice is sent once per occurrence: what was noticed is kept with the
 tree (``P:{R}:lc``, a hash: born, started, long, stalled), and a notice goes
@@ -161,7 +161,8 @@ class Lifecycle:
     def _notices(self, node: dict, state: dict, now: int, active_since: int):
         """(event or None, lc fields to set, lc fields to drop) due for one job root."""
         key, run, upd = node["key"], node.get("run_time"), node["update_time"]
-        ended = "end_time" in node
+        # Ended (a terminal status), or all done though no status says so.
+        ended = "end_time" in node or node.get("progress", 0) >= 1
 
         def notice(kind: str, at: int) -> Event:
             return Event(f"{key}@{kind}@{at}", key, node.get("status", ""), node["start_time"], at, run, kind,

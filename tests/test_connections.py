@@ -12,6 +12,7 @@ import asyncio
 import orjson
 import pytest
 
+from sca_progress.server.handlers import DISCARD_FACTOR
 from sca_progress.server.settings import Settings
 
 from .test_auth import SECRET, running, stopping, token
@@ -103,7 +104,7 @@ async def test_a_refused_request_keeps_the_connection_usable(auth_server):
         conn.close()
 
 
-@pytest.mark.parametrize("length,expect", [(4, ""), (1, "Expect: 100-continue\r\n")])
+@pytest.mark.parametrize("length,expect", [(DISCARD_FACTOR, ""), (1, "Expect: 100-continue\r\n")])
 async def test_a_body_too_large_by_its_length_says_connection_close(server, length, expect):
     """Refused at once, before the body is sent: far over the limit, or over it
     with Expect: 100-continue (the client waits for the word to send)."""
@@ -310,3 +311,49 @@ async def test_a_request_that_is_not_http_gets_a_json_400_that_says_connection_c
         assert got["connection"].lower() == "close" and await conn.closed()
     finally:
         conn.close()
+
+
+async def test_a_body_cut_short_frees_its_handler(server, caplog):
+    """A client that leaves mid-body: the handler waiting for the rest ends
+    (it used to wait until the process exited, then was logged as a 500)."""
+    base, app = server
+    service = app.settings["service"]
+
+    def handlers_waiting() -> list:
+        return [t for t in asyncio.all_tasks() if "_execute" in getattr(t.get_coro(), "__qualname__", "")]
+
+    for path in ("/status/_cut.j.a?x=1", "/status"):
+        conn = await Raw(base).open()
+        await conn.send(f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n".encode() + b'{"progr')
+        await asyncio.sleep(0.1)
+        conn.close()
+    deadline = asyncio.get_running_loop().time() + 5
+    while (service.answering or handlers_waiting()) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    assert not service.answering and not handlers_waiting()
+    assert not [r for r in caplog.records if " 500 " in r.getMessage()]
+
+
+async def test_while_draining_every_answer_says_connection_close(server):
+    """Shutting down: answers say Connection: close, on every route, also for a
+    request routed before the drain began, and the connection then closes."""
+    base, app = server
+    service = app.settings["service"]
+    try:
+        conn = await Raw(base).open()  # routed before the drain, answered during it
+        await conn.send(b"POST /status/_dr.j.a?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 17\r\n\r\n")
+        await asyncio.sleep(0.1)
+        service.draining = True
+        await conn.send(b'{"progress": 0.5}')
+        status, headers, _ = await conn.answer()
+        assert status == 200 and headers["connection"].lower() == "close" and await conn.closed()
+        conn.close()
+        for method, path in (("GET", "/status/_dr.j"), ("POST", "/status/_dr.j.b"), ("GET", "/"),
+                             ("GET", "/health")):
+            conn = await Raw(base).open()
+            status, headers, _ = await conn.request(method, path, b'{"progress": 1}' if method == "POST" else b"")
+            assert status == 200 and headers.get("connection", "").lower() == "close", (path, headers)
+            assert await conn.closed()
+            conn.close()
+    finally:
+        service.draining = False

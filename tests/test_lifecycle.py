@@ -222,24 +222,25 @@ async def test_notice_times_and_the_ends_of_stalls(app_with, http):
     and posted again starts afresh; the state goes with the tree."""
     base, app = await app_with(stall_after=0.4, long_running_after=60, lifecycle_interval=0.05)
     service = app.settings["service"]
-    for job in ("a", "b", "c"):
+    for job in ("a", "b", "c", "d"):
         await http("POST", f"{base}/status/_lt.{job}.x", {"status": "running", "progress": 0.1})
     got = await _sweep(service)
     node = (await http("GET", f"{base}/status/_lt.a"))[1]
-    assert sorted(e["key"] for e in got if e["event"] == "started") == ["_lt.a", "_lt.b", "_lt.c"]
+    assert sorted(e["key"] for e in got if e["event"] == "started") == ["_lt.a", "_lt.b", "_lt.c", "_lt.d"]
     assert [e["at"] for e in got if e["key"] == "_lt.a"] == [node["run_time"]]
     await asyncio.sleep(0.5)
     got = await _sweep(service)
     stalled = {e["key"]: e for e in got if e["event"] == "stalled"}
-    assert set(stalled) == {"_lt.a", "_lt.b", "_lt.c"}, got
+    assert set(stalled) == {"_lt.a", "_lt.b", "_lt.c", "_lt.d"}, got
     assert stalled["_lt.a"]["at"] == node["update_time"] + 400  # since when it is stalled
 
     await http("POST", f"{base}/status/_lt.a", {"status": "failed"})  # a stalled job ends
+    await http("POST", f"{base}/status/_lt.d.x", {"status": None, "progress": 1})  # all done, no status says so
     await http("POST", f"{base}/status/_lt.b.x", {"progress": 0.2})  # recovers, then stalls again
     recovered_at = (await http("GET", f"{base}/status/_lt.b"))[1]["update_time"]
     await asyncio.sleep(0.5)
     got = await _sweep(service)
-    assert not [e for e in got if e["key"] == "_lt.a"], got  # its completion event says it
+    assert not [e for e in got if e["key"] in ("_lt.a", "_lt.d")], got  # ended, or done: not 'recovered'
     b = [(e["event"], e["at"]) for e in got if e["key"] == "_lt.b"]
     assert b == [("recovered", recovered_at), ("stalled", recovered_at + 400)], got
 
@@ -314,3 +315,20 @@ async def test_stalled_nodes_of_a_wide_node_page_by_cursor(app_with, http):
     await asyncio.sleep(0.45)
     status, body, _ = await http("GET", f"{base}/status/_sw.j?stalled=1&status=uploading")
     assert status == 200 and [n["key"] for n in body["stalled"]] == ["_sw.j.c7"]
+
+
+async def test_stalled_nodes_of_a_job_too_big_for_one_read(app_with, http):
+    """20 parts of 1,100 leaves each (22,021 nodes, over one read's 20,000):
+    a first page with smaller pages per node, and cursors to go on."""
+    base, app = await app_with(stall_after=0.3)
+    engine = app.settings["engine"]
+    updates = [(f"_sb.j.p{p}.f{i}", {"status": "running", "progress": 0.5}) for p in range(20) for i in range(1100)]
+    for i in range(0, len(updates), 5000):
+        await engine.apply(updates[i:i + 5000], snapshots="none")
+    await asyncio.sleep(0.45)
+    status, body, _ = await http("GET", f"{base}/status/_sb.j?stalled=1")
+    assert status == 200, body
+    assert body["stalled"] and body["_more"], {k: v for k, v in body.items() if k != "stalled"}
+    part = body["_more"][0]
+    status, page, _ = await http("GET", f"{base}/status/{part['key']}?stalled=1&cursor={part['_children_next']}")
+    assert status == 200 and page["stalled"]
