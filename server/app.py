@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 
 import orjson
 import tornado.httpserver
@@ -29,6 +30,8 @@ from .settings import Settings
 from .socketio_feed import make_socketio, socketio_handler
 from .sse import EventsHandler
 from .ui import ui_routes
+
+log = logging.getLogger("sca_progress.http")
 
 #: A node key in a URL; the engine validates it (see engine/keys.py).
 KEY = r"([^/]+)"
@@ -75,7 +78,14 @@ class HTTPServer(tornado.httpserver.HTTPServer):
         write = stream.write
 
         def write_json_400(data):
-            return write(_BAD_REQUEST if data == _TORNADO_BAD_REQUEST else data)
+            if data == _TORNADO_BAD_REQUEST:
+                data = _BAD_REQUEST
+                log.info("%s: bad-request: not valid HTTP/1.1", address[0] if address else "?")
+                app = getattr(self.request_callback, "app", None)  # the router's (framing.py)
+                service = app.settings.get("service") if app is not None else None
+                if service is not None:
+                    service.metrics.observe_request("?", "other", 400, "bad-request", 0.0)
+            return write(data)
 
         stream.write = write_json_400
         super().handle_stream(stream, address)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import tornado.web
 
 from sca_progress.engine import InvalidKey, check_key
@@ -46,6 +47,14 @@ class AssetHandler(tornado.web.StaticFileHandler):
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Cache-Control", "no-cache")
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        """Errors as every route gives them (JSON), 405 with its Allow header."""
+        if status_code == 405:
+            self.set_header("Allow", "GET, HEAD")
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(orjson.dumps({"error": {"code": f"http-{status_code}", "message": self._reason}}))
 
 
 class PageHandler(AssetHandler):

@@ -311,6 +311,24 @@ async def test_a_request_that_is_not_http_gets_a_json_400_that_says_connection_c
         assert got["connection"].lower() == "close" and await conn.closed()
     finally:
         conn.close()
+    conn = await Raw(base).open()
+    try:
+        status, _, metrics = await conn.request("GET", "/metrics")
+        assert status == 200 and b'code="bad-request"' in metrics  # counted like any answer
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("path", ["/", "/ui/_u.j", "/static/main.js"])
+async def test_the_ui_routes_answer_405_in_json_with_allow(server, path):
+    base, _ = server
+    conn = await Raw(base).open()
+    try:
+        status, headers, body = await conn.request("PUT", path, b"{}")
+        assert status == 405 and orjson.loads(body)["error"]["code"] == "http-405"
+        assert headers["allow"] == "GET, HEAD"
+    finally:
+        conn.close()
 
 
 async def test_a_body_cut_short_frees_its_handler(server, caplog):
