@@ -434,6 +434,13 @@ async def test_rows_draw_their_progress_history_and_the_page_node_a_chart(browse
             await _post(base, "/status/_hi.job.c", {"progress": 0.4})
             await ui.expect(ui.part("_hi.job.c", "svg.spark")).to_have_attribute(
                 "aria-label", re.compile(r": 10% to 40%$"))
+            # One update, then nothing: the line holds its progress until now (a stall shows flat).
+            await _post(base, "/status/_hi.job.d", {"progress": 0.3, "status": "running"})
+            one = ui.part("_hi.job.d", "svg.spark")
+            await ui.expect(one).to_have_attribute("data-points", "2")
+            await ui.expect(one).not_to_have_class(re.compile(r"\bempty\b"))
+            flat = [float(p.split(",")[1]) for p in (await one.locator("polyline").get_attribute("points")).split()]
+            assert flat[0] == flat[-1] == 14  # 30 % of a 20 px box, from its update to now
             await save_screenshot(page, "history.png")
     finally:
         stop_service(proc)

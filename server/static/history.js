@@ -64,6 +64,10 @@ export class Sparkline {
 
   render(history, node, trail) {
     const pts = historyPoints(history, node, trail);
+    // A node still under way holds its progress until now: a stall shows as a flat tail.
+    const now = serverNow();
+    const last = pts[pts.length - 1];
+    if (last && node.end_time === undefined && last[1] < 1 && now > last[0]) pts.push([now, last[1]]);
     this.element.dataset.points = String(pts.length);
     this.element.classList.toggle("empty", pts.length < 2);
     if (pts.length < 2) {

@@ -168,6 +168,8 @@ export class NodeRow {
   /** Elapsed time and ETA, against the server's clock; called every second. */
   renderTimes() {
     this.times.textContent = formatTimes(this.node);
+    // A node under way: its sparkline's tail runs on to now, each second.
+    if (this.node.end_time === undefined) this.spark.render(this.history, this.node, this.trail);
     const stalled = isStalled(this.node);
     this.stalled.hidden = !stalled;
     this.element.classList.toggle("is-stalled", stalled);
