@@ -389,6 +389,14 @@ async def test_a_node_that_stops_changing_is_marked_stalled(browser, redis_url, 
             await ui.expect(ui.part("_sl.job.b", ".chip.stalled")).to_be_hidden()  # waiting: resting
             await _post(base, "/status/_sl.job.a", {"progress": 0.5})  # through the service: the feed tells
             await ui.expect(mark).to_be_hidden()
+            # An eta while it moves; none shown once it stalls (it would only count down to a time long past).
+            await _post(base, "/status/_sl.job.c", {"progress": 0.1, "status": "running"})
+            await asyncio.sleep(0.2)
+            await _post(base, "/status/_sl.job.c", {"progress": 0.3})
+            times = ui.part("_sl.job.c", ".times")
+            await ui.expect(times).to_contain_text("ETA")
+            await ui.expect(ui.part("_sl.job.c", ".chip.stalled")).to_be_visible(timeout=5_000)
+            await ui.expect(times).not_to_contain_text("ETA")
     finally:
         stop_service(proc)
 

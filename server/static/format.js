@@ -69,8 +69,8 @@ export function formatTimes(node, now = serverNow()) {
   if (typeof node.end_time === "number") return `took ${formatDuration(node.end_time - (ran ?? node.start_time))}`;
   if (ran === null) return "not started";            // waiting: no clock runs yet
   const parts = [`elapsed ${formatDuration(now - ran)}`];
-  if (typeof node.eta === "number") {
-    const left = node.eta - now;                     // the server keeps a stalled node's eta ahead of now
+  if (typeof node.eta === "number" && !isStalled(node, now)) {   // a stalled node's eta says little
+    const left = node.eta - now;                     // the server keeps a late node's eta ahead of now
     parts.push(left > 0 ? `ETA ${formatDuration(left)}` : "ETA due");
   }
   return parts.join(" · ");
