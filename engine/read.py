@@ -88,9 +88,7 @@ class TreeReader:
             raise bad("bad-order", "order=recent applies to namespaces only")
         cursor = _check_cursor(cursor, order)
         if status is not None:
-            if type(status) is not str or not 0 < len(status) <= lim.max_status_chars:
-                raise bad("bad-status", f"status must be 1-{lim.max_status_chars} characters "
-                                        f"('none' for children without a status)")
+            check_status_filter(status, lim)
             if is_namespace(key):
                 raise bad("bad-status", "status lists the children of a tree node; a namespace's trees "
                                         "are not indexed by status")
@@ -284,6 +282,14 @@ def _loaded(rep: list, key: str, root: str, fragments: bool, clock: tuple) -> _L
 #: entries of that score were already returned.
 CURSOR_PATTERN = r"[0-9]{1,20}(:[0-9]{1,10})?"
 _CURSOR = re.compile(CURSOR_PATTERN)
+
+
+def check_status_filter(status, limits) -> None:
+    """Refuse a status to filter by (status=S) that no node can have: 1 to
+    max_status_chars characters, 'none' for nodes without a status."""
+    if type(status) is not str or not 0 < len(status) <= limits.max_status_chars:
+        raise bad("bad-status", f"status must be 1-{limits.max_status_chars} characters "
+                                f"('none' for nodes without a status)")
 
 
 def _check_cursor(cursor: str | None, order: str) -> str:

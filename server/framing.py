@@ -65,9 +65,7 @@ def bad_framing(headers: httputil.HTTPHeaders) -> tuple[int, str, str] | None:
         if coding.lower() != "chunked":
             return 400, "bad-framing", f"Transfer-Encoding {coding[:64]!r} is not supported (only chunked)"
         return None
-    if length is None or is_decimal(length):
-        pass
-    else:
+    if length is not None and not is_decimal(length):
         pieces = _LENGTHS.split(length)  # a proxy may repeat the same length
         if len(set(pieces)) > 1 or not is_decimal(pieces[0]):
             return 400, "bad-framing", f"Content-Length {length[:64]!r} is not one decimal number"

@@ -30,6 +30,7 @@ from sca_progress.engine.errors import Forbidden, json_error
 from sca_progress.engine.errors import invalid as bad
 from sca_progress.engine import history as histories
 from sca_progress.engine.keys import TOP, is_namespace
+from sca_progress.engine.read import check_status_filter
 from sca_progress.engine.records import decode
 
 from .auth import OPEN, TICKET_TTL_MS, bearer
@@ -465,10 +466,9 @@ class NodeHandler(BodyHandler):
         nodes below whose children were cut at a page, with their cursors.
         With ``status``, only the stalled nodes in that status (``none``:
         without one)."""
-        want, most = self._exact_arg("status"), self.engine.limits.max_status_chars
-        if want is not None and not 0 < len(want) <= most:
-            raise bad("bad-status", f"status must be 1-{most} characters ('none' for nodes without a status)")
-        lim = self.engine.limits
+        lim, want = self.engine.limits, self._exact_arg("status")
+        if want is not None:
+            check_status_filter(want, lim)
         depth, limit = self._int_arg("depth", lim.max_read_depth), self._int_arg("limit", None)
         while True:  # a subtree too big for one read: smaller pages per node, cut as _more says
             try:

@@ -189,7 +189,12 @@ class Lifecycle:
                 yield None, {"stalled": since}, []
         if self.long_ms and run is not None and not ended and upd >= active_since:
             last = state.get("long")
-            due = run + self.long_ms if last is None else last + self.every_ms if self.every_ms else None
+            if last is None:
+                due = run + self.long_ms
+            elif self.every_ms:
+                due = last + self.every_ms
+            else:
+                due = None  # --long-running-every 0: the first notice only
             if due is not None and now >= due:
                 if now - due > self.late_ms:
                     due = now
