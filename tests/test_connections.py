@@ -64,6 +64,21 @@ def usable_or_said_so(headers: dict) -> bool:
     return headers.get("connection", "").lower() != "close"
 
 
+async def refused_then_closed(base: str, request: bytes, status: int, code: str) -> dict:
+    """Send raw *request* bytes: the JSON error (*status*, *code*) must say
+    `Connection: close`, and the server must then close.  Its headers."""
+    conn = await Raw(base).open()
+    try:
+        await conn.send(request)
+        got_status, headers, body = await conn.answer()
+        assert got_status == status, (got_status, headers, body)
+        assert orjson.loads(body)["error"]["code"] == code and headers["content-type"] == "application/json"
+        assert headers["connection"].lower() == "close" and await conn.closed()
+        return headers
+    finally:
+        conn.close()
+
+
 @pytest.fixture
 async def auth_server(redis_url, prefix):
     base, app, http = await running(Settings(redis_url=redis_url, prefix=prefix, jwt_secret=SECRET))
@@ -249,19 +264,11 @@ async def test_a_request_framed_wrongly_gets_json_and_connection_close(server, m
     (Tornado alone answers such a request with an empty 400 that does not
     say it closes.)"""
     base, _ = server
-    conn = await Raw(base).open()
-    try:
-        head = [f"{method} {path} HTTP/1.1", "Host: t", "X-Request-Id: framing-1",
-                *(f"{k}: {v}" for k, v in headers.items())]
-        await conn.send(("\r\n".join(head) + "\r\n\r\n").encode() + b"0\r\n\r\n")
-        status, got, body = await conn.answer()
-        assert status == expected, (status, got, body)
-        assert got["x-request-id"] == "framing-1" and "date" in got
-        assert orjson.loads(body)["error"]["code"] == ("bad-framing" if expected == 400 else "too-large")
-        assert got["connection"].lower() == "close" and got["content-type"] == "application/json"
-        assert await conn.closed()
-    finally:
-        conn.close()
+    head = [f"{method} {path} HTTP/1.1", "Host: t", "X-Request-Id: framing-1",
+            *(f"{k}: {v}" for k, v in headers.items())]
+    got = await refused_then_closed(base, ("\r\n".join(head) + "\r\n\r\n").encode() + b"0\r\n\r\n", expected,
+                                    "bad-framing" if expected == 400 else "too-large")
+    assert got["x-request-id"] == "framing-1" and "date" in got
     conn = await Raw(base).open()  # nothing was applied, and the server still serves
     assert (await conn.request("GET", "/status/_f.j.a"))[0] == 404
     conn.close()
@@ -271,14 +278,8 @@ async def test_a_request_framed_wrongly_gets_json_and_connection_close(server, m
 async def test_a_length_of_non_ascii_digits_is_bad_framing(server, path):
     """'²' (0xb2 in latin-1) is a digit to str.isdigit but not to int()."""
     base, _ = server
-    conn = await Raw(base).open()
-    try:
-        await conn.send(f"POST {path} HTTP/1.1\r\nHost: t\r\n".encode() + b"Content-Length: \xb2\r\n\r\n{}")
-        status, got, body = await conn.answer()
-        assert status == 400 and orjson.loads(body)["error"]["code"] == "bad-framing"
-        assert got["connection"].lower() == "close" and await conn.closed()
-    finally:
-        conn.close()
+    await refused_then_closed(base, f"POST {path} HTTP/1.1\r\nHost: t\r\n".encode()
+                              + b"Content-Length: \xb2\r\n\r\n{}", 400, "bad-framing")
 
 
 async def test_a_target_in_absolute_form_is_routed_by_its_path(server):
@@ -303,14 +304,7 @@ async def test_a_target_in_absolute_form_is_routed_by_its_path(server):
 async def test_a_request_that_is_not_http_gets_a_json_400_that_says_connection_close(server, request_bytes):
     """What Tornado cannot parse (a chunk size, a header line, a start line)."""
     base, _ = server
-    conn = await Raw(base).open()
-    try:
-        await conn.send(request_bytes)
-        status, got, body = await conn.answer()
-        assert status == 400 and orjson.loads(body)["error"]["code"] == "bad-request"
-        assert got["connection"].lower() == "close" and await conn.closed()
-    finally:
-        conn.close()
+    await refused_then_closed(base, request_bytes, 400, "bad-request")
     conn = await Raw(base).open()
     try:
         status, _, metrics = await conn.request("GET", "/metrics")
