@@ -1,6 +1,6 @@
 """Redis instructions per update, counted by callgrind: exact where timings scatter.
 
-    python -m bench.instructions [--jobs 500] [--rounds 123] [--baseline DIR]
+    python -m bench.instructions [--jobs 500] [--rounds 123] [--baseline DIR] [--keep DIR]
 
 On the shared machines this project runs on, the same timing run twice can
 differ by 2x; valgrind's callgrind counts the instructions a redis-server
@@ -86,7 +86,7 @@ asyncio.run(main(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
 '''
 
 
-def count(repo: str, jobs: int, n_rounds: int) -> dict[str, float]:
+def count(repo: str, jobs: int, n_rounds: int, keep: str | None = None) -> dict[str, float]:
     """Instructions per update of each run, for the engine of checkout *repo*."""
     import json
 
@@ -132,7 +132,12 @@ def count(repo: str, jobs: int, n_rounds: int) -> dict[str, float]:
                         break
                     time.sleep(0.1)
                 time.sleep(0.5)
-                text = open(sorted(new, key=os.path.getmtime)[-1]).read()
+                dump = sorted(new, key=os.path.getmtime)[-1]
+                text = open(dump).read()
+                if keep:  # for callgrind_annotate: where the instructions go, by function
+                    os.makedirs(keep, exist_ok=True)
+                    name = re.sub(r"[^a-z0-9]+", "-", msg["dump"].lower()).strip("-")
+                    shutil.copy(dump, os.path.join(keep, f"{os.path.basename(repo.rstrip('/'))}-{name}.cg"))
                 total = int(re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M).group(1))
                 result[msg["dump"]] = total / msg["updates"]
                 print(f"  {os.path.basename(repo.rstrip('/'))}: {msg['dump']}: "
@@ -153,12 +158,14 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=123)
     ap.add_argument("--baseline", help="a checkout of another version, counted the same way")
+    ap.add_argument("--keep", metavar="DIR", help="keep each run's callgrind dump in DIR "
+                    "(then: callgrind_annotate --inclusive=yes DIR/<file>)")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not on the PATH: apt-get install valgrind")
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sides = [("this version", here)] + ([("baseline", os.path.abspath(args.baseline))] if args.baseline else [])
-    counts = {label: count(repo, args.jobs, args.rounds) for label, repo in sides}
+    counts = {label: count(repo, args.jobs, args.rounds, args.keep) for label, repo in sides}
     version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
     print(f"\nMachine: {machine()}; redis-server {version} under callgrind.")
     print(f"Command: `python -m bench.instructions --jobs {args.jobs} --rounds {args.rounds}"
