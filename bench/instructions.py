@@ -44,10 +44,21 @@ import redis.asyncio as aredis
 from sca_progress.engine import Engine
 from bench.engine import one_per_tree_batches, rounds
 
-async def main(port, jobs, n_rounds):
+async def main(port, jobs, n_rounds, every_ms, history):
     r = aredis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=None)
-    e = Engine(r, prefix="ir")
+    e = Engine(r, prefix="ir", **({"history_samples": history} if history >= 0 else {}))
     await e.start()
+    # With --every MS the engine's clock is simulated: round k of shape (a)
+    # is applied k * MS ms after the first, as jobs reporting every MS ms
+    # would send it, however slowly callgrind runs (each call 1 ms apart
+    # within a round).  Without it, the wall clock.
+    import sca_progress.engine.engine as engine_module
+    t0, tick = engine_module.now_ms(), [0]
+    def at(round_index, call_index):
+        if every_ms:
+            tick[0] = t0 + round_index * every_ms + call_index
+    if every_ms:
+        engine_module.now_ms = lambda: tick[0]
 
     async def counted(label, plans, n):
         print(json.dumps({"zero": label}), flush=True)
@@ -59,18 +70,32 @@ async def main(port, jobs, n_rounds):
         print(json.dumps({"dump": label, "updates": n}), flush=True)
         assert sys.stdin.readline().strip() == "go"
 
-    bs = one_per_tree_batches(rounds(jobs, n_rounds), 1000)
+    # (round, index of the call in its round, batch) of every call of shape (a)
+    bs = [(k, c, b) for k, rd in enumerate(rounds(jobs, n_rounds))
+          for c, b in enumerate(one_per_tree_batches([rd], 1000))]
+
+    def planned(calls):
+        out = []
+        for k, c, b in calls:
+            at(k, c)
+            out.append(e.plan(b, snapshots="none"))
+        return out
+
     half = len(bs) // 2
-    plans = [e.plan(b, snapshots="none") for b in bs[:half]]
-    await counted("(a) creation", plans, sum(len(b) for b in bs[:half]))
+    plans = planned(bs[:half])
+    await counted("(a) creation", plans, sum(len(b) for _, _, b in bs[:half]))
     third = half + (len(bs) - half) // 2
-    plans = [e.plan(b, snapshots="none") for b in bs[half:third]]
-    await counted("(a) steady", plans, sum(len(b) for b in bs[half:third]))
-    plans = [e.plan([u], snapshots="none") for b in bs[third:] for u in b]
-    await counted("(a) steady, naive", plans, sum(len(b) for b in bs[third:]))
+    plans = planned(bs[half:third])
+    await counted("(a) steady", plans, sum(len(b) for _, _, b in bs[half:third]))
+    plans = planned([(k, c * 1000 + i, [u]) for k, c, b in bs[third:] for i, u in enumerate(b)])
+    await counted("(a) steady, naive", plans, sum(len(b) for _, _, b in bs[third:]))
     keys = [f"_ir.t{t}.n0.n1.n2.leaf" for t in range(200)]
+    at(n_rounds, 0)
     await e.apply([(k, {"progress": 0.1, "msg": "x", "status": "running"}) for k in keys])
-    plans = [e.plan([(k, {"progress": 0.2, "msg": "y"})], snapshots="updated") for k in keys]
+    plans = []
+    for i, k in enumerate(keys):
+        at(n_rounds + 1, i)
+        plans.append(e.plan([(k, {"progress": 0.2, "msg": "y"})], snapshots="updated"))
     await counted("(b) single", plans, len(keys))
     print(json.dumps({"zero": "read"}), flush=True)
     assert sys.stdin.readline().strip() == "go"
@@ -82,11 +107,12 @@ async def main(port, jobs, n_rounds):
         await e.close()
     await r.aclose()
 
-asyncio.run(main(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
+asyncio.run(main(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])))
 '''
 
 
-def count(repo: str, jobs: int, n_rounds: int, keep: str | None = None) -> dict[str, float]:
+def count(repo: str, jobs: int, n_rounds: int, keep: str | None = None, every_ms: int = 0,
+          history: int = -1) -> dict[str, float]:
     """Instructions per update of each run, for the engine of checkout *repo*."""
     import json
 
@@ -95,6 +121,8 @@ def count(repo: str, jobs: int, n_rounds: int, keep: str | None = None) -> dict[
     port = free_port()
     out_dir = tempfile.mkdtemp(prefix="bench-callgrind-")
     server = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/cg.%p",
+                               # names written out in every dump, so each kept one reads on its own
+                               "--compress-strings=no", "--compress-pos=no",
                                shutil.which("redis-server") or "redis-server", "--port", str(port),
                                "--save", "", "--appendonly", "no"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -116,7 +144,8 @@ def count(repo: str, jobs: int, n_rounds: int, keep: str | None = None) -> dict[
         for part in ("engine", "lua", "server"):
             os.symlink(os.path.join(repo, part), f"{pkg}/sca_progress/{part}")
         env = {**os.environ, "PYTHONPATH": f"{pkg}:{repo}"}
-        worker = subprocess.Popen([sys.executable, "-c", WORKER, repo, str(port), str(jobs), str(n_rounds)],
+        worker = subprocess.Popen([sys.executable, "-c", WORKER, repo, str(port), str(jobs), str(n_rounds),
+                                   str(every_ms), str(history)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=repo)
         result = {}
         for line in worker.stdout:
@@ -158,6 +187,12 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=123)
     ap.add_argument("--baseline", help="a checkout of another version, counted the same way")
+    ap.add_argument("--every", type=int, default=0, metavar="MS",
+                    help="simulate the engine's clock: each round of shape (a) MS ms after the one before, "
+                         "as jobs reporting every MS ms send them (default: the wall clock, on which a "
+                         "round under callgrind takes seconds)")
+    ap.add_argument("--history", type=int, default=-1, metavar="N",
+                    help="progress-history samples a node keeps (0: none; default: the engine's)")
     ap.add_argument("--keep", metavar="DIR", help="keep each run's callgrind dump in DIR "
                     "(then: callgrind_annotate --inclusive=yes DIR/<file>)")
     args = ap.parse_args()
@@ -165,10 +200,12 @@ def main() -> None:
         raise SystemExit("valgrind is not on the PATH: apt-get install valgrind")
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sides = [("this version", here)] + ([("baseline", os.path.abspath(args.baseline))] if args.baseline else [])
-    counts = {label: count(repo, args.jobs, args.rounds, args.keep) for label, repo in sides}
+    counts = {label: count(repo, args.jobs, args.rounds, args.keep, args.every, args.history) for label, repo in sides}
     version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
     print(f"\nMachine: {machine()}; redis-server {version} under callgrind.")
     print(f"Command: `python -m bench.instructions --jobs {args.jobs} --rounds {args.rounds}"
+          + (f" --every {args.every}" if args.every else "")
+          + (f" --history {args.history}" if args.history >= 0 else "")
           + (" --baseline <checkout>`" if args.baseline else "`") + "\n")
     head = "| run | " + " | ".join(f"{label}: instructions per update" for label, _ in sides)
     print(head + (" | baseline / this |" if args.baseline else " |"))
