@@ -258,3 +258,26 @@ async def test_a_history_of_other_settings_is_rewritten_even_when_its_length_fit
     assert e3.history_since_ms == e2.history_since_ms
     await post(e3, clock, 12_500, ("_rl.j", {"progress": 0.4}))
     assert (await hist(e3, "_rl.j"))["samples"] == [0.1, 0.2, 0.2, 0.2, 0.2, 0.3, 0.3]
+
+
+@pytest.mark.parametrize("at, step, expected", [
+    # 1,250 ms: 7 points of 100 ms no longer fit 8 samples of 200 ms' grid... they
+    # do: the step doubles, and the samples at 0, 200, 400, 600 ms stay.
+    (1250, 200, [0.01, 0.2, 0.4, 0.6, 0.7, 0.7, 0.7]),
+    # 3,050 ms: the step grows four-fold at once; of the 7 stored samples, the
+    # ones at 0 and 400 ms stay (the last group of 4 is not whole: 800 ms was
+    # never stored), then what the node held since 650 ms.
+    (3050, 400, [0.01, 0.4, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7]),
+])
+async def test_a_coarser_step_keeps_every_rth_sample(make_engine, clock, at, step, expected):
+    """When the step grows r-fold, sample i of the new grid is the stored
+    sample i * r (lua/include/history.lua keeps the first of each group of
+    r in one pass), whether or not the last group is whole."""
+    e = await make_engine(history_samples=8, history_step_ms=100)
+    await post(e, clock, 0, ("_co.j", {"progress": 0.01}))
+    for k in range(7):  # 0.1 from 50 ms, 0.2 from 150 ms, ..., 0.7 from 650 ms
+        await post(e, clock, 100 * k + 50, ("_co.j", {"progress": (k + 1) / 10}))
+    assert (await hist(e, "_co.j"))["samples"] == [0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    await post(e, clock, at, ("_co.j", {"progress": 1}))
+    h = await hist(e, "_co.j")
+    assert (h["step_ms"], h["samples"]) == (step, expected)
