@@ -210,6 +210,23 @@ async def measure(server: PrivateRedis, label: str, run, bs: list[list], engine_
     return row
 
 
+def on_clock(run, per_round: int, every_ms: int = 1000):
+    """*run*, one batch at a time, with the engine's clock simulated: round k
+    (batches k * per_round onwards) is applied k * every_ms ms after the
+    first, 1 ms a batch within its round, however fast the benchmark goes."""
+    async def clocked(engine, bs):
+        real = engine_module.now_ms
+        t0, tick = real(), [0]
+        engine_module.now_ms = lambda: tick[0]
+        try:
+            for i, batch in enumerate(bs):
+                tick[0] = t0 + (i // per_round) * every_ms + i % per_round
+                await run(engine, [batch])
+        finally:
+            engine_module.now_ms = real
+    return clocked
+
+
 def engine_run(in_flight: int = 1):
     return lambda engine, bs: apply_all(engine, bs, in_flight)
 
@@ -227,6 +244,17 @@ async def shape_a(server, args) -> list[dict]:
     # while Redis runs the one before (what concurrent REST clients give).
     rows.append(await measure(server, "(a) engine, calls of 1,000 trees, 2 in flight", engine_run(2),
                               one_per_tree_batches(rs, 1000)))
+    # The same calls on the clock of jobs that report every second (the rows
+    # above run a job's 123 updates in seconds): each node's progress history
+    # then takes a sample on most of its updates, as it does for real jobs in
+    # their first quarter of an hour.
+    bs, per_round = one_per_tree_batches(rs, 1000), -(-args.jobs // 1000)
+    rows.append(await measure(server, "(a) naive, 1,000 trees a batch, 1 s clock",
+                              on_clock(naive_all, per_round), bs))
+    rows.append(await measure(server, "(a) engine, calls of 1,000 trees, 1 s clock",
+                              on_clock(apply_all, per_round), bs))
+    rows.append(await measure(server, "(a) engine, calls of 1,000 trees, 1 s clock, no history",
+                              on_clock(apply_all, per_round), bs, {"history_samples": 0}))
     return rows
 
 
