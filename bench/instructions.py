@@ -1,6 +1,7 @@
 """Redis instructions per update, counted by callgrind: exact where timings scatter.
 
-    python -m bench.instructions [--jobs 500] [--rounds 123] [--baseline DIR] [--keep DIR]
+    python -m bench.instructions [--jobs 500] [--rounds 123] [--every MS] [--history N]
+                                 [--baseline DIR] [--keep DIR] [--split]
 
 On the shared machines this project runs on, the same timing run twice can
 differ by 2x; valgrind's callgrind counts the instructions a redis-server
@@ -20,7 +21,11 @@ Only the engine's script calls are counted (the namespace index calls are
 left out), from the first update after the counters are zeroed to the last.
 With --baseline DIR (a checkout of another version, e.g. a git worktree of an
 earlier commit), the same runs go through that version's engine too, and the
-table shows both.  Needs valgrind (Debian's `valgrind`).  Slow: callgrind
+table shows both.  --every 1000 runs shape (a) on the clock of jobs that
+report every second (under callgrind, a round on the wall clock takes
+seconds, so a job lives minutes); --split prints, for (a) steady and (b),
+where the instructions go by function (needs a redis-server with symbols
+first on the PATH; bench/README.md says how to build one).  Needs valgrind (Debian's `valgrind`).  Slow: callgrind
 runs Redis ~50x slower, so the defaults are smaller than bench.engine's.
 """
 from __future__ import annotations
@@ -34,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 
 from .common import free_port, machine
 
@@ -111,9 +117,62 @@ asyncio.run(main(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.a
 '''
 
 
+#: Functions of redis-server (7.0) whose inclusive cost names where an update's
+#: instructions go; they show only in a redis-server with symbols (Debian's is
+#: stripped: bench/README.md says how to build one).
+GROUPS = (("luaRedisCallCommand", "redis.call: arguments, command, reply"),
+          ("parseReply", "  of which the reply turned into Lua values"),
+          ("scriptCall", "  of which the command itself"),
+          ("b_pack", "struct.pack"), ("b_unpack", "struct.unpack"),
+          ("luaS_newlstr", "Lua strings made (each hashed whole)"),
+          ("luaC_step", "Lua garbage collection"))
+
+
+def by_function(text: str) -> tuple[Counter, dict[str, tuple[int, int]]]:
+    """From a callgrind dump written with --compress-strings=no: each
+    function's own instructions, and each callee's calls and inclusive
+    instructions summed over its callers."""
+    own, called = Counter(), {}
+    fn = callee = None
+    calls = None
+    for line in text.splitlines():
+        if line.startswith("fn="):
+            fn = line[3:]
+        elif line.startswith("cfn="):
+            callee = line[4:]
+        elif line.startswith("calls="):
+            calls = int(line[6:].split()[0])
+        elif (line[:1].isdigit() or line[:1] in "+-*") and len(parts := line.split()) > 1:
+            cost = int(parts[1])
+            if calls is None:
+                own[fn] += cost
+            else:
+                n, c = called.get(callee, (0, 0))
+                called[callee] = (n + calls, c + cost)
+                calls = None
+    return own, called
+
+
+def split_table(text: str, updates: int, top: int = 12) -> list[str]:
+    """Markdown: the functions with most instructions of their own, and the
+    GROUPS' inclusive costs, per update."""
+    own, called = by_function(text)
+    total = sum(own.values())
+    lines = ["| function (own instructions) | per update | share |", "|---|---:|---:|"]
+    for name, c in own.most_common(top):
+        lines.append(f"| `{name}` | {c / updates:,.0f} | {100 * c / total:.1f} % |")
+    lines += ["", "| inclusive | calls per update | instructions per update | share |", "|---|---:|---:|---:|"]
+    for name, label in GROUPS:
+        if name in called:
+            n, c = called[name]
+            lines.append(f"| {label} (`{name}`) | {n / updates:.2f} | {c / updates:,.0f} | {100 * c / total:.1f} % |")
+    return lines
+
+
 def count(repo: str, jobs: int, n_rounds: int, keep: str | None = None, every_ms: int = 0,
-          history: int = -1) -> dict[str, float]:
-    """Instructions per update of each run, for the engine of checkout *repo*."""
+          history: int = -1, split: bool = False) -> tuple[dict[str, float], dict[str, list[str]]]:
+    """Instructions per update of each run, for the engine of checkout *repo*,
+    and (with *split*) where those of shape (a) steady and (b) go."""
     import json
 
     import redis
@@ -147,7 +206,7 @@ def count(repo: str, jobs: int, n_rounds: int, keep: str | None = None, every_ms
         worker = subprocess.Popen([sys.executable, "-c", WORKER, repo, str(port), str(jobs), str(n_rounds),
                                    str(every_ms), str(history)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=repo)
-        result = {}
+        result, splits = {}, {}
         for line in worker.stdout:
             msg = json.loads(line)
             if "zero" in msg:
@@ -169,13 +228,15 @@ def count(repo: str, jobs: int, n_rounds: int, keep: str | None = None, every_ms
                     shutil.copy(dump, os.path.join(keep, f"{os.path.basename(repo.rstrip('/'))}-{name}.cg"))
                 total = int(re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M).group(1))
                 result[msg["dump"]] = total / msg["updates"]
+                if split and msg["dump"] in ("(a) steady", "(b) single"):
+                    splits[msg["dump"]] = split_table(text, msg["updates"])
                 print(f"  {os.path.basename(repo.rstrip('/'))}: {msg['dump']}: "
                       f"{result[msg['dump']]:,.0f} instructions per update", flush=True)
             worker.stdin.write("go\n")
             worker.stdin.flush()
         worker.wait()
         shutil.rmtree(pkg, ignore_errors=True)
-        return result
+        return result, splits
     finally:
         server.terminate()
         server.wait()
@@ -193,14 +254,19 @@ def main() -> None:
                          "round under callgrind takes seconds)")
     ap.add_argument("--history", type=int, default=-1, metavar="N",
                     help="progress-history samples a node keeps (0: none; default: the engine's)")
-    ap.add_argument("--keep", metavar="DIR", help="keep each run's callgrind dump in DIR "
-                    "(then: callgrind_annotate --inclusive=yes DIR/<file>)")
+    ap.add_argument("--keep", metavar="DIR", help="keep each run's callgrind dump in DIR")
+    ap.add_argument("--split", action="store_true",
+                    help="also print where the instructions of (a) steady and (b) single go, by function "
+                         "(needs a redis-server with symbols first on the PATH: bench/README.md)")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not on the PATH: apt-get install valgrind")
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sides = [("this version", here)] + ([("baseline", os.path.abspath(args.baseline))] if args.baseline else [])
-    counts = {label: count(repo, args.jobs, args.rounds, args.keep, args.every, args.history) for label, repo in sides}
+    counts, splits = {}, {}
+    for label, repo in sides:
+        counts[label], splits[label] = count(repo, args.jobs, args.rounds, args.keep, args.every, args.history,
+                                             args.split)
     version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
     print(f"\nMachine: {machine()}; redis-server {version} under callgrind.")
     print(f"Command: `python -m bench.instructions --jobs {args.jobs} --rounds {args.rounds}"
@@ -215,6 +281,10 @@ def main() -> None:
         if args.baseline:
             cells.append(f"{counts['baseline'].get(run, float('nan')) / counts['this version'][run]:.2f}x")
         print(f"| {run} | " + " | ".join(cells) + " |")
+    for label, _ in sides:
+        for run, lines in splits[label].items():
+            print(f"\n{label}, {run}: where the instructions go\n")
+            print("\n".join(lines))
 
 
 if __name__ == "__main__":
