@@ -72,6 +72,7 @@ local function rebuilt(v, step, points, sample)
   if v and #v >= 4 then
     local stored = sunpack('<I4', v)
     local old = ssub(v, 5)
+    local have = (#old - #old % 2) / 2 -- whole samples stored
     if stored == step then
       body = old
     elseif stored > 0 and step % stored == 0 and step / stored <= 64 then
@@ -80,12 +81,11 @@ local function rebuilt(v, step, points, sample)
       -- half the instructions of a loop with a string.sub a sample), and
       -- drop what is left of a last group that was not whole.
       local r = step / stored
-      local have = (#old - #old % 2) / 2
       body = sgsub(ssub(old, 1, 2 * have), STRIDES[r] or stride(r), '%1')
       local kept = (have + r - 1 - (have + r - 1) % r) / r -- ceil(have / r), in VM ops
       if #body > 2 * kept then body = ssub(body, 1, 2 * kept) end
     elseif stored > 0 then
-      local have, out = (#old - #old % 2) / 2, {}
+      local out = {}
       for i = 0, points - 1 do
         local j = mfloor(i * step / stored)
         if j >= have then break end
