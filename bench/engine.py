@@ -210,20 +210,42 @@ async def measure(server: PrivateRedis, label: str, run, bs: list[list], engine_
     return row
 
 
+class SimulatedClock:
+    """The engine's clock, simulated while this is used as a context manager:
+    at(k, i) sets it to round k of jobs reporting every *every_ms* ms, plus i
+    ms (round 0 being now), however fast or slow the benchmark goes."""
+
+    def __init__(self, every_ms: int) -> None:
+        self.every_ms, self.t0 = every_ms, now_ms()
+        self.now = self.t0
+
+    def at(self, round_index: int, offset_ms: int = 0) -> None:
+        self.now = self.t0 + round_index * self.every_ms + offset_ms
+
+    def install(self) -> "SimulatedClock":
+        """From now on the engine reads this clock (until uninstall)."""
+        engine_module.now_ms = lambda: self.now
+        return self
+
+    def uninstall(self) -> None:
+        engine_module.now_ms = now_ms
+
+    def __enter__(self) -> "SimulatedClock":
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        self.uninstall()
+
+
 def on_clock(run, per_round: int, every_ms: int = 1000):
-    """*run*, one batch at a time, with the engine's clock simulated: round k
-    (batches k * per_round onwards) is applied k * every_ms ms after the
-    first, 1 ms a batch within its round, however fast the benchmark goes."""
+    """*run*, one batch at a time, on a SimulatedClock: round k (batches
+    k * per_round onwards) is applied k * every_ms ms after the first, 1 ms a
+    batch within its round."""
     async def clocked(engine, bs):
-        real = engine_module.now_ms
-        t0, tick = real(), [0]
-        engine_module.now_ms = lambda: tick[0]
-        try:
+        with SimulatedClock(every_ms) as clock:
             for i, batch in enumerate(bs):
-                tick[0] = t0 + (i // per_round) * every_ms + i % per_round
+                clock.at(i // per_round, i % per_round)
                 await run(engine, [batch])
-        finally:
-            engine_module.now_ms = real
     return clocked
 
 
@@ -421,13 +443,10 @@ async def memory(server, args) -> dict:
             # old (the chunk took less than half a step), so it holds them all.
             step, n = engine.history_step_ms, engine.history_samples
             assert max(took for _, took, _ in chunks) < step / 2, "chunks too slow for full histories"
-            try:
+            with SimulatedClock(0) as clock:
                 for started, _, leaves in chunks:
-                    later = started + int((n - 0.5) * step)
-                    engine_module.now_ms = lambda later=later: later
+                    clock.now = started + int((n - 0.5) * step)
                     await engine.apply([(k, {"msg": "again"}) for k in leaves], snapshots="none")
-            finally:
-                engine_module.now_ms = now_ms
             for key in ("_bench.job0", f"_bench.job{jobs - 1}"):
                 h = (await engine.read(key, history=True))["_history"]
                 assert len(h["samples"]) == n, (key, h)

@@ -48,7 +48,7 @@ import asyncio, json, sys
 sys.path.insert(0, sys.argv[1])
 import redis.asyncio as aredis
 from sca_progress.engine import Engine
-from bench.engine import one_per_tree_batches, rounds
+from bench.engine import SimulatedClock, one_per_tree_batches, rounds
 
 async def main(port, jobs, n_rounds, every_ms, history):
     r = aredis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=None)
@@ -58,13 +58,10 @@ async def main(port, jobs, n_rounds, every_ms, history):
     # is applied k * MS ms after the first, as jobs reporting every MS ms
     # would send it, however slowly callgrind runs (each call 1 ms apart
     # within a round).  Without it, the wall clock.
-    import sca_progress.engine.engine as engine_module
-    t0, tick = engine_module.now_ms(), [0]
-    def at(round_index, call_index):
-        if every_ms:
-            tick[0] = t0 + round_index * every_ms + call_index
+    clock = SimulatedClock(every_ms)
     if every_ms:
-        engine_module.now_ms = lambda: tick[0]
+        clock.install()
+    at = clock.at
 
     async def counted(label, plans, n):
         print(json.dumps({"zero": label}), flush=True)
