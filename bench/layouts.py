@@ -104,21 +104,21 @@ for i = 1, #KEYS do
   local k1, k2, k3, k4, k5
   k1, k2, k3, k4, k5, pos = sunpack('<Bc0Bc0Bc0Bc0Bc0', batch, pos)
   local recs = redis.call('HMGET', KEYS[i], k1, k2, k3, k4, k5)
-  local base = ssub(KEYS[i], 1, -2)
   local s = { sunpack('<BI4I4I4dddfdddHc0I4c0I4c0', recs[5]) }
   s[6], s[7] = s[6] + 0.001, s[7] + 1
   recs[5] = spack('<BI4I4I4dddfdddHc0I4c0I4c0', s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10],
     s[11], #s[12], s[12], #s[13], s[13], #s[14], s[14])
-  local ids = { s[2] }
+  local ids = crossed and { s[2] } -- the nodes that take a sample (none: nothing more to do)
   for j = 4, 1, -1 do
     local rec = recs[j]
     local kind, id, pid, wm, start, p, upd, er, began, own, sw, swp, swpc = sunpack('<BI4I4I4dddfddddd', rec)
     recs[j] = spack('<BI4I4I4dddfdddddc0', kind, id, pid, wm, start, p + 0.0001, upd + 1, er, began, own, sw,
       swp + 0.001, swpc, ssub(rec, 82))
-    ids[#ids + 1] = id
+    if ids then ids[#ids + 1] = id end
   end
   redis.call('HSET', KEYS[i], k5, recs[5], k1, recs[1], k2, recs[2], k3, recs[3], k4, recs[4])
-  if crossed then
+  if ids then
+    local base = ssub(KEYS[i], 1, -2)
     for _, id in ipairs(ids) do redis.call('APPEND', base .. 'h:' .. sformat('%d', id), spack('<H', 30000)) end
   end
 end
